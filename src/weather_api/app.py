@@ -17,8 +17,7 @@ from litestar.datastructures import State
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.params import Parameter
-from litestar.plugins.opentelemetry import OpenTelemetryPlugin
+from litestar.params import FromPath, QueryParameter
 from litestar.plugins.problem_details import ProblemDetailsException
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -27,7 +26,7 @@ from weather_api import __version__
 from weather_api.model import InvalidReport, Validator
 from weather_api.settings import Settings
 from weather_api.store import IdempotencyConflict, Store, StoreUnavailable, connect
-from weather_api.telemetry import Metrics, RequestMetrics, name_span, otel_config
+from weather_api.telemetry import Metrics, RequestTelemetry
 
 log = logging.getLogger("weather_api")
 
@@ -255,8 +254,8 @@ def _measure(
 )
 async def municipality(
     state: State,
-    municipality: str,
-    points: Annotated[int, Parameter(ge=1, le=8640, description="Time-series buckets to return")] = 60,
+    municipality: FromPath[str],
+    points: Annotated[int, QueryParameter(ge=1, le=8640, description="Time-series buckets to return")] = 60,
 ) -> Municipality:
     """Count, means, extremes, weather counts and recent series of one municipality."""
     name = state.validator.municipality(municipality)
@@ -371,7 +370,6 @@ def create_app(
             if tracer_provider is not None:
                 tracer_provider.shutdown()
 
-    plugins = [OpenTelemetryPlugin(otel_config(tracer_provider))] if settings.telemetry and tracer_provider else []
     app = Litestar(
         route_handlers=[
             post_weather,
@@ -397,8 +395,6 @@ def create_app(
             },
         ),
         lifespan=[lifespan],
-        plugins=plugins,
-        before_request=name_span if plugins else None,
         exception_handlers={Exception: _to_problem},
         request_max_body_size=settings.max_body_bytes,
         openapi_config=OpenAPIConfig(
@@ -415,5 +411,5 @@ def create_app(
         # Around everything Litestar does, routing and error handling included, so that 404,
         # 405 and refused requests are measured like the rest (see telemetry's docstring).
         access = logging.getLogger("weather_api.access") if settings.access_log else None
-        app.asgi_handler = RequestMetrics(app.asgi_handler, metrics, access)
+        app.asgi_handler = RequestTelemetry(app.asgi_handler, metrics, tracer, access)
     return app

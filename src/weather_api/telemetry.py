@@ -2,16 +2,18 @@
 
 What comes from the libraries, and what is ours and why:
 
-- Tracing is Litestar's OpenTelemetryPlugin (the OpenTelemetry ASGI middleware around the whole
-  app, so 404s get spans too). It names a span before routing, from the raw path: unbounded
-  span names. We name it `METHOD` at the start, as the semantic conventions say for unrouted
-  requests, and rename it `METHOD /route/{template}` with `http.route` once Litestar has routed
-  it (`name_span`, a before_request hook).
+- Tracing uses the OpenTelemetry SDK (tracer provider, ParentBased(TraceIdRatio) sampler, W3C
+  propagator, OTLP exporter). Litestar's OpenTelemetryPlugin (the OpenTelemetry ASGI
+  middleware) is not used: it cost about 140 us of CPU per request here, half of what serving a
+  report costs (measured with `python bench/overhead.py`, see docs/performance.md), and it
+  names the span from the raw path before routing. `RequestTelemetry` starts the server span,
+  renames it `METHOD /route/{template}` once Litestar has routed the request, and returns
+  `traceparent` on the response.
 - Litestar's PrometheusPlugin is not used, for three reasons, each covered by a test in
   tests/test_telemetry.py: it runs after routing, so 404 and 405 are never counted; it labels by
   raw path unless `group_path` is set; and it keeps its metric objects in a class-level dict
   bound to the global registry, so a second app in one process (every test) reuses or clashes
-  with the first one's metrics. `RequestMetrics` is the small ASGI middleware that replaces it;
+  with the first one's metrics. `RequestTelemetry` is the small ASGI middleware that replaces it;
   metric objects live in a `Metrics` instance with its own registry.
 - `/metrics` content negotiation (classic text, or OpenMetrics with exemplars) is
   prometheus-client's own `choose_encoder`.
@@ -23,24 +25,17 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from litestar.enums import ScopeType
-from litestar.plugins.opentelemetry import OpenTelemetryConfig
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.instrumentation.propagators import (
-    ResponsePropagator,
-    TraceResponsePropagator,
-    set_global_response_propagator,
-)
-from opentelemetry.propagators.textmap import CarrierT, Setter
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
-from opentelemetry.semconv.attributes.http_attributes import HTTP_ROUTE
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import (
     CollectorRegistry,
@@ -61,9 +56,6 @@ HTTP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 
 VALKEY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0)
 UNMATCHED = "unmatched"
 """Route label of requests that matched no route: one series, whatever the path."""
-
-SPAN_KEY = "weather.span_context"
-"""Scope key where the tracing hook leaves the server span's context for metrics and logs."""
 
 DEFAULT_SAMPLE_RATIO = 0.1
 
@@ -134,42 +126,72 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
-class RequestMetrics:
-    """ASGI middleware around the whole app: request metrics and the access log line."""
+class RequestTelemetry:
+    """ASGI middleware around the whole app: server span, request metrics, access log line."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, access_log: logging.Logger | None) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        metrics: Metrics,
+        tracer: trace.Tracer,
+        access_log: logging.Logger | None,
+    ) -> None:
         self._app = app
         self._metrics = metrics
+        self._tracer = tracer
         self._access_log = access_log
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        """Serve the request, then record its duration, route and status."""
+        """Serve the request inside its span, then record duration, route and status."""
         if scope["type"] != ScopeType.HTTP:
             await self._app(scope, receive, send)
             return
         start = time.perf_counter()
+        method = scope["method"]
+        parent = _extract(scope["headers"])
+        # Named by method until routing names the route (semantic conventions for HTTP spans).
+        span = self._tracer.start_span(method, parent, trace.SpanKind.SERVER)
+        context = span.get_span_context()
         status = 500  # what the client sees if the app fails before answering
 
-        async def send_status(message: Message) -> None:
+        async def send_with_context(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if context.is_valid:
+                    traceparent = (b"traceparent", _traceparent(context).encode())
+                    message["headers"] = [*message.get("headers", ()), traceparent]
             await send(message)
 
         self._metrics.in_flight.inc()
+        token = otel_context.attach(trace.set_span_in_context(span, parent))
         try:
-            await self._app(scope, receive, send_status)
+            await self._app(scope, receive, send_with_context)
         finally:
+            otel_context.detach(token)
+            route = scope.get("path_template") or UNMATCHED
+            if span.is_recording():
+                if route != UNMATCHED:
+                    span.update_name(f"{method} {route}")
+                    span.set_attribute("http.route", route)
+                span.set_attributes(
+                    {
+                        "http.request.method": method,
+                        "url.path": scope["path"],
+                        "http.response.status_code": status,
+                    },
+                )
+                if status >= 500:
+                    span.set_status(trace.StatusCode.ERROR)
+            span.end()
             duration = time.perf_counter() - start
             self._metrics.in_flight.dec()
-            route = scope.get("path_template") or UNMATCHED
-            span: trace.SpanContext | None = scope.get(SPAN_KEY)  # type: ignore[assignment]
-            trace_id = span_id = None
-            if span is not None and span.trace_flags.sampled:
-                trace_id, span_id = f"{span.trace_id:032x}", f"{span.span_id:016x}"
-            exemplar = {"trace_id": trace_id} if trace_id else None
-            method = scope["method"]
-            self._metrics.request_duration.labels(method, route, str(status)).observe(duration, exemplar)
+            sampled = context.trace_flags.sampled
+            trace_id = f"{context.trace_id:032x}" if sampled else None
+            self._metrics.request_duration.labels(method, route, str(status)).observe(
+                duration,
+                {"trace_id": trace_id} if trace_id else None,
+            )
             if self._access_log is not None:
                 self._access_log.info(
                     "request",
@@ -177,24 +199,23 @@ class RequestMetrics:
                         "http": {"method": method, "route": route, "path": scope["path"], "status": status},
                         "duration_ms": round(duration * 1000, 3),
                         "trace_id": trace_id,
-                        "span_id": span_id,
+                        "span_id": f"{context.span_id:016x}" if sampled else None,
                     },
                 )
 
 
-class TraceparentResponsePropagator(ResponsePropagator):
-    """Returns the server span's context as `traceparent` (and the draft `traceresponse`)."""
+_PROPAGATOR = TraceContextTextMapPropagator()
+_TRACE_HEADERS = (b"traceparent", b"tracestate")
 
-    def __init__(self) -> None:
-        self._traceparent = TraceContextTextMapPropagator()
-        self._traceresponse = TraceResponsePropagator()
 
-    def inject(self, carrier: CarrierT, context: Any = None, setter: Setter[CarrierT] | None = None) -> None:  # noqa: ANN401
-        """Write both headers into the response headers."""
-        if setter is None:  # pragma: no cover - the ASGI middleware always passes its setter
-            return
-        self._traceparent.inject(carrier, context, setter)
-        self._traceresponse.inject(carrier, context, setter)
+def _extract(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | None:
+    """The caller's trace context from a W3C `traceparent` (and `tracestate`) header, if any."""
+    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _TRACE_HEADERS}
+    return _PROPAGATOR.extract(carrier) if carrier else None
+
+
+def _traceparent(context: trace.SpanContext) -> str:
+    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
 def sampler_from(env: Mapping[str, str]) -> Sampler | None:
@@ -216,35 +237,6 @@ def tracer_provider(env: Mapping[str, str], sampler: Sampler | None = None) -> T
 
         provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
     return provider
-
-
-def _remember_span(span: trace.Span, scope: dict[str, Any]) -> None:
-    scope[SPAN_KEY] = span.get_span_context()
-
-
-def _span_details(scope: Scope) -> tuple[str, dict[str, Any]]:
-    # Before routing only the method is known; see name_span.
-    return str(scope.get("method", scope["type"])), {}
-
-
-def name_span(request: Any) -> None:  # noqa: ANN401 - a Litestar before_request hook
-    """Name the server span after the route template, now that routing is done."""
-    span = trace.get_current_span()
-    if span.is_recording():
-        template = request.scope["path_template"]
-        span.update_name(f"{request.method} {template}")
-        span.set_attribute(HTTP_ROUTE, template)
-
-
-def otel_config(provider: TracerProvider) -> OpenTelemetryConfig:
-    """Litestar's OpenTelemetry plugin configured for bounded names and low overhead."""
-    set_global_response_propagator(TraceparentResponsePropagator())  # type: ignore[no-untyped-call]
-    return OpenTelemetryConfig(
-        tracer_provider=provider,
-        scope_span_details_extractor=_span_details,
-        server_request_hook_handler=_remember_span,
-        exclude_spans=["receive", "send"],
-    )
 
 
 class JsonFormatter(logging.Formatter):
