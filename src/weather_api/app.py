@@ -26,7 +26,7 @@ from weather_api import __version__
 from weather_api.model import InvalidReport, Validator
 from weather_api.settings import Settings
 from weather_api.store import IdempotencyConflict, Store, StoreUnavailable, connect
-from weather_api.telemetry import Metrics, RequestTelemetry
+from weather_api.telemetry import ACCESS_LOGGER, Metrics, RequestTelemetry, flush_access_log
 
 log = logging.getLogger("weather_api")
 
@@ -329,10 +329,11 @@ async def metrics_endpoint(request: Request[Any, Any, Any], state: State) -> Res
     return Response(body, media_type=content_type)
 
 
-async def _flush_buckets(store: Store, interval: float) -> None:
-    """Close finished time-series buckets even when a municipality gets no more reports."""
+async def _every_second(store: Store) -> None:
+    """Close finished time-series buckets (even of a quiet municipality); write access lines."""
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(1)
+        flush_access_log()
         with contextlib.suppress(StoreUnavailable):
             await store.prepare()
 
@@ -359,7 +360,7 @@ def create_app(
             await store.load()
         except StoreUnavailable as exc:
             log.warning("valkey not reachable at startup; will retry", extra={"reason": exc.reason})
-        flusher = asyncio.create_task(_flush_buckets(store, min(1.0, settings.series_interval / 2)))
+        flusher = asyncio.create_task(_every_second(store))
         try:
             yield
         finally:
@@ -367,6 +368,7 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await store.close()
+            flush_access_log()
             if tracer_provider is not None:
                 tracer_provider.shutdown()
 
@@ -410,6 +412,6 @@ def create_app(
     if settings.telemetry:
         # Around everything Litestar does, routing and error handling included, so that 404,
         # 405 and refused requests are measured like the rest (see telemetry's docstring).
-        access = logging.getLogger("weather_api.access") if settings.access_log else None
+        access = logging.getLogger(ACCESS_LOGGER) if settings.access_log else None
         app.asgi_handler = RequestTelemetry(app.asgi_handler, metrics, tracer, access)
     return app

@@ -9,14 +9,17 @@ applied, and only the client's `Idempotency-Key` makes a retry safe.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
+import msgspec
 import valkey.asyncio as avalkey
 from opentelemetry import trace
 from valkey.asyncio.retry import Retry
@@ -56,6 +59,19 @@ Observer = Callable[[str, float, str | None], None]
 
 def _no_observer(_operation: str, _seconds: float, _error: str | None) -> None:
     return None
+
+
+MAX_REPORTS_PER_CALL = 1000
+"""Reports per FCALL: bounds how long one script holds Valkey (about 10 ms)."""
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A record() call waiting for its turn: (idempotency key, fingerprint, answer, rows)."""
+
+    request: tuple[str, str, str, list[tuple[str, str, str, str, str]]]
+    future: asyncio.Future[Any]
+    sent: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +146,18 @@ class Store:
         self._prefix = settings.key_prefix
         self._count_key = f"{self._prefix}:count"
         self._loaded = False
+        self._queue: deque[_Pending] = deque()
+        self._sender: asyncio.Task[None] | None = None
+        self._record_config = msgspec.json.encode(
+            {
+                "prefix": self._prefix,
+                "interval": settings.series_interval * 1000,
+                "series_maxlen": settings.series_maxlen,
+                "recent_maxlen": settings.recent_maxlen,
+                "weathers": settings.weathers,
+                "ttl": settings.idempotency_ttl,
+            },
+        )
         self._weathers_csv = ",".join(settings.weathers)
         self._config_args = [
             self._prefix,
@@ -146,14 +174,25 @@ class Store:
         """One raw command (valkey-py leaves execute_command untyped)."""
         return self._client.execute_command(*args)  # type: ignore[no-untyped-call]
 
+    def _span(self, operation: str) -> trace.Span | None:
+        """A client span under the current request's span, if that one is recorded.
+
+        A child of an unsampled request is never sampled (ParentBased), so skipping it saves
+        its cost on most requests; in the sender task there is no current span at all.
+        """
+        if not trace.get_current_span().is_recording():
+            return None
+        return self._tracer.start_span(
+            f"valkey {operation}",
+            kind=trace.SpanKind.CLIENT,
+            attributes={"db.system.name": "valkey", "db.operation.name": operation},
+        )
+
     async def _call(self, operation: str, func: Callable[[], Awaitable[T]]) -> T:
         """Run one Valkey call under the deadline, map failures, report its duration."""
         start = time.perf_counter()
         error: str | None = None
-        # A span only under a recorded parent: a child of an unsampled request is never
-        # sampled (ParentBased), and skipping it saves its cost on most requests.
-        tracing = trace.get_current_span().is_recording()
-        span = self._tracer.start_span(f"valkey {operation}", kind=trace.SpanKind.CLIENT) if tracing else None
+        span = self._span(operation)
         try:
             async with asyncio.timeout(self._settings.valkey_timeout):
                 return await func()
@@ -169,7 +208,6 @@ class Store:
         finally:
             self._observe(operation, time.perf_counter() - start, error)
             if span is not None:
-                span.set_attributes({"db.system.name": "valkey", "db.operation.name": operation})
                 if error is not None:
                     span.set_status(trace.StatusCode.ERROR, error)
                 span.end()
@@ -202,7 +240,7 @@ class Store:
             *self._settings.municipalities,
         )
 
-    async def _fcall(self, operation: str, function: str, *args: str) -> Any:  # noqa: ANN401
+    async def _fcall(self, operation: str, function: str, *args: str | bytes) -> Any:  # noqa: ANN401
         """FCALL a library function, loading the library first when Valkey lacks it."""
         if not self._loaded:
             await self.load()
@@ -224,35 +262,71 @@ class Store:
         answer: bytes,
         idempotency: tuple[str, str] | None = None,
     ) -> Outcome:
-        """Apply reports atomically; with (key, fingerprint), at most once per key."""
+        """Apply reports atomically; with (key, fingerprint), at most once per key.
+
+        Concurrent calls share Valkey round trips (see `_send`); each call still waits at
+        most `valkey_timeout`, and one that times out before its turn is never sent.
+        """
         key, fingerprint = ("", "")
         if idempotency is not None:
             digest = hashlib.sha256(idempotency[0].encode()).hexdigest()
             key, fingerprint = f"{self._prefix}:idem:{digest}", idempotency[1]
-        args = [
-            *self._config_args,
-            str(self._settings.recent_maxlen),
-            self._weathers_csv,
-            key,
-            fingerprint,
-            str(self._settings.idempotency_ttl),
-            answer.decode(),
+        rows = [
+            (i, r.municipality, repr(r.temperature), repr(r.humidity), r.weather)
+            for i, r in zip(ids, reports, strict=True)
         ]
-        for report_id, report in zip(ids, reports, strict=True):
-            args += [
-                report_id,
-                report.municipality,
-                repr(report.temperature),
-                repr(report.humidity),
-                report.weather,
-            ]
-        result = await self._fcall("record", "record", *args)
+        pending = _Pending((key, fingerprint, answer.decode(), rows), asyncio.get_running_loop().create_future())
+        self._queue.append(pending)
+        if self._sender is None or self._sender.done():
+            # A context of its own: the sender serves many requests, so it must not carry
+            # (and parent its spans under) the trace of the one that happened to start it.
+            self._sender = asyncio.create_task(self._send(), context=contextvars.Context())
+        span = self._span("record")
+        try:
+            async with asyncio.timeout(self._settings.valkey_timeout):
+                result = await pending.future
+        except TimeoutError:
+            reason = "timed out, outcome unknown" if pending.sent else "timed out before sending"
+            self._observe("record", self._settings.valkey_timeout, "timeout")
+            raise StoreUnavailable("record", reason) from None
+        finally:
+            if span is not None:
+                span.end()
         status = result[0]
         if status == b"applied":
             return Outcome(replayed=False, answer=None)
         if status == b"replayed":
             return Outcome(replayed=True, answer=result[1])
         raise IdempotencyConflict
+
+    async def _send(self) -> None:
+        """Send queued requests, as many as arrived meanwhile per FCALL, one FCALL at a time.
+
+        Group commit: under load many requests wait together, and one round trip (one script
+        run, still atomic per request) serves them all; alone, a request goes out at once.
+        """
+        while self._queue:
+            batch: list[_Pending] = []
+            reports = 0
+            while self._queue and reports < MAX_REPORTS_PER_CALL:
+                pending = self._queue.popleft()
+                if not pending.future.done():  # its caller gave up: never send it
+                    pending.sent = True
+                    batch.append(pending)
+                    reports += len(pending.request[3])
+            if not batch:
+                continue
+            payload = msgspec.json.encode([p.request for p in batch])
+            try:
+                results = await self._fcall("record", "record", self._record_config, payload)
+            except (StoreUnavailable, ValkeyError) as exc:
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(exc)
+                continue
+            for p, result in zip(batch, results, strict=True):
+                if not p.future.done():
+                    p.future.set_result(result)
 
     async def ping(self) -> None:
         """Succeed only when Valkey answers and this version's library is loaded."""

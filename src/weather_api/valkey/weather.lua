@@ -73,66 +73,74 @@ local function split(s)
   return out
 end
 
---[[
-record(KEYS={count}, ARGV={prefix, interval_ms, series_maxlen, recent_maxlen, weathers_csv,
-                           idem_key or '', fingerprint, ttl_s, answer,
-                           then per report: id, municipality, temperature, humidity, weather})
--> {'applied'} | {'replayed', first_answer} | {'conflict'}
-]]
-local function record(keys, args)
-  local p = args[1]
-  local interval = tonumber(args[2])
-  local series_maxlen = args[3]
-  local recent_maxlen = args[4]
-  local weathers = split(args[5])
-  local idem_key, fingerprint, ttl, answer = args[6], args[7], args[8], args[9]
+-- Apply one report (already validated by the API).
+local function apply(p, cfg, count_key, now, r)
+  local id, m, t, h, w = r[1], r[2], r[3], r[4], r[5]
+  register(p, m, cfg.weathers)
+  close_bucket(p, m, cfg.interval, now, cfg.series_maxlen)
 
-  if idem_key ~= '' then
-    local seen = redis.call('GET', idem_key)
+  local n = redis.call('HINCRBY', p .. ':counts', m, 1)
+  redis.call('INCR', count_key)
+  local tsum = redis.call('HINCRBYFLOAT', p .. ':sum:temperature', m, t)
+  local hsum = redis.call('HINCRBYFLOAT', p .. ':sum:humidity', m, h)
+  redis.call('HSET', p .. ':avg:temperature', m, fmt(tonumber(tsum) / n))
+  redis.call('HSET', p .. ':avg:humidity', m, fmt(tonumber(hsum) / n))
+
+  redis.call('ZADD', p .. ':max', 'GT', t, 'temperature', h, 'humidity')
+  redis.call('ZADD', p .. ':min', 'LT', t, 'temperature', h, 'humidity')
+  redis.call('ZADD', p .. ':max:' .. m, 'GT', t, 'temperature', h, 'humidity')
+  redis.call('ZADD', p .. ':min:' .. m, 'LT', t, 'temperature', h, 'humidity')
+  redis.call('ZINCRBY', p .. ':conditions', 1, w)
+  redis.call('ZINCRBY', p .. ':conditions:' .. m, 1, w)
+
+  local bucket_key = p .. ':bucket:' .. m
+  redis.call('HSETNX', bucket_key, 'start', now - now % cfg.interval)
+  redis.call('HINCRBY', bucket_key, 'count', 1)
+  redis.call('HINCRBYFLOAT', bucket_key, 'temperature_sum', t)
+  redis.call('HINCRBYFLOAT', bucket_key, 'humidity_sum', h)
+
+  redis.call('XADD', p .. ':recent:' .. m, 'MAXLEN', '~', cfg.recent_maxlen, '*',
+    'id', id, 'temperature', t, 'humidity', h, 'weather', w)
+end
+
+--[=[
+record(KEYS={count}, ARGV={config, requests})
+  config:   JSON {"prefix", "interval" (ms), "series_maxlen", "recent_maxlen", "weathers", "ttl"}
+  requests: JSON [[idempotency key or "", fingerprint, answer, [[id, m, t, h, w], ...]], ...]
+Several HTTP requests arrive in one call (the API groups concurrent ones); each is applied whole
+and in order, so two requests with one Idempotency-Key in one call apply once.
+-> one entry per request: {'applied'} | {'replayed', first answer} | {'conflict'}
+]=]
+local function record(keys, args)
+  local cfg = cjson.decode(args[1])
+  local requests = cjson.decode(args[2])
+  local p = cfg.prefix
+  local now = now_ms()
+  local out = {}
+  for i, req in ipairs(requests) do
+    local idem_key, fingerprint, answer, reports = req[1], req[2], req[3], req[4]
+    local seen = false
+    if idem_key ~= '' then
+      seen = redis.call('GET', idem_key)
+    end
     if seen then
       local cut = string.find(seen, '\n', 1, true)
       if string.sub(seen, 1, cut - 1) == fingerprint then
-        return {'replayed', string.sub(seen, cut + 1)}
+        out[i] = {'replayed', string.sub(seen, cut + 1)}
+      else
+        out[i] = {'conflict'}
       end
-      return {'conflict'}
+    else
+      for _, r in ipairs(reports) do
+        apply(p, cfg, keys[1], now, r)
+      end
+      if idem_key ~= '' then
+        redis.call('SET', idem_key, fingerprint .. '\n' .. answer, 'EX', cfg.ttl)
+      end
+      out[i] = {'applied'}
     end
   end
-
-  local now = now_ms()
-  local bucket_start = now - now % interval
-  for i = 10, #args, 5 do
-    local id, m, t, h, w = args[i], args[i + 1], args[i + 2], args[i + 3], args[i + 4]
-    register(p, m, weathers)
-    close_bucket(p, m, interval, now, series_maxlen)
-
-    local n = redis.call('HINCRBY', p .. ':counts', m, 1)
-    redis.call('INCR', keys[1])
-    local tsum = redis.call('HINCRBYFLOAT', p .. ':sum:temperature', m, t)
-    local hsum = redis.call('HINCRBYFLOAT', p .. ':sum:humidity', m, h)
-    redis.call('HSET', p .. ':avg:temperature', m, fmt(tonumber(tsum) / n))
-    redis.call('HSET', p .. ':avg:humidity', m, fmt(tonumber(hsum) / n))
-
-    redis.call('ZADD', p .. ':max', 'GT', t, 'temperature', h, 'humidity')
-    redis.call('ZADD', p .. ':min', 'LT', t, 'temperature', h, 'humidity')
-    redis.call('ZADD', p .. ':max:' .. m, 'GT', t, 'temperature', h, 'humidity')
-    redis.call('ZADD', p .. ':min:' .. m, 'LT', t, 'temperature', h, 'humidity')
-    redis.call('ZINCRBY', p .. ':conditions', 1, w)
-    redis.call('ZINCRBY', p .. ':conditions:' .. m, 1, w)
-
-    local bucket_key = p .. ':bucket:' .. m
-    redis.call('HSETNX', bucket_key, 'start', bucket_start)
-    redis.call('HINCRBY', bucket_key, 'count', 1)
-    redis.call('HINCRBYFLOAT', bucket_key, 'temperature_sum', t)
-    redis.call('HINCRBYFLOAT', bucket_key, 'humidity_sum', h)
-
-    redis.call('XADD', p .. ':recent:' .. m, 'MAXLEN', '~', recent_maxlen, '*',
-      'id', id, 'temperature', t, 'humidity', h, 'weather', w)
-  end
-
-  if idem_key ~= '' then
-    redis.call('SET', idem_key, fingerprint .. '\n' .. answer, 'EX', ttl)
-  end
-  return {'applied'}
+  return out
 end
 
 --[[
