@@ -12,6 +12,7 @@ import dataclasses
 import fcntl
 import logging
 import os
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -62,6 +63,10 @@ def embedded_valkey(data_dir: Path) -> Iterator[str]:
         lock.close()
 
 
+def _exit_on_signal(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the API (and, without a Valkey URL, an embedded Valkey) until SIGINT/SIGTERM."""
     import uvicorn  # noqa: PLC0415
@@ -83,6 +88,10 @@ def serve(settings: Settings, host: str, port: int) -> None:
             f"  API:     {base}/api/weather\n  docs:    {base}/schema\n  metrics: {base}/metrics",
             flush=True,
         )
+        # uvicorn drains in-flight requests on SIGTERM, then raises the signal again for the
+        # default action, which would end the process before the embedded Valkey is stopped.
+        # Raising SystemExit instead leaves through the ExitStack, with the usual status 143.
+        signal.signal(signal.SIGTERM, _exit_on_signal)
         uvicorn.run(
             create_app(settings, env=os.environ),
             host=host,
