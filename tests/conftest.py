@@ -23,7 +23,7 @@ def require_binary(name: str) -> str:
     """Return the path of an external tool, or skip (fail under CI, where it must be installed)."""
     path = shutil.which(name)
     if path is None:
-        message = f"{name} is not installed (Debian package; .ci/run installs it)"
+        message = f"{name} is not installed (.ci/run installs it: see README, Quick start)"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

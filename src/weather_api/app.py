@@ -9,24 +9,28 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
+from litestar.enums import ParamType
 from litestar.exceptions import HTTPException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
 from litestar.params import FromPath, QueryParameter
 from litestar.plugins.problem_details import ProblemDetailsException
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from weather_api import __version__
-from weather_api.model import InvalidReport, Validator
-from weather_api.settings import Settings
+from weather_api.model import WEATHERS, InvalidReport, Validator
+from weather_api.settings import DEFAULT_MUNICIPALITIES, Settings
 from weather_api.store import IdempotencyConflict, Store, StoreUnavailable, connect
-from weather_api.telemetry import ACCESS_LOGGER, Metrics, RequestTelemetry, flush_access_log
+from weather_api.telemetry import AccessLog, Metrics, RequestTelemetry
 
 log = logging.getLogger("weather_api")
 
@@ -151,29 +155,122 @@ async def _ingest(request: Request[Any, Any, Any], state: State, batch: bool) ->
     return Response(answer, status_code=201, media_type=JSON, headers=headers)
 
 
+class Problem(msgspec.Struct):
+    """RFC 9457 problem details, as every error is answered."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    errors: list[dict[str, str]] | None = None
+
+
+class Accepted(msgspec.Struct):
+    """A report accepted: its id."""
+
+    status: str
+    id: str
+
+
+class BatchAccepted(msgspec.Struct):
+    """A batch accepted: one id per report, in order."""
+
+    status: str
+    ids: list[str]
+    count: int
+
+
+def _report_schema() -> Schema:
+    return Schema(
+        type=OpenAPIType.OBJECT,
+        required=["municipality", "temperature", "humidity", "weather"],
+        additional_properties=False,
+        properties={
+            "municipality": Schema(
+                type=OpenAPIType.STRING,
+                description="Matched case- and accent-insensitively (`Amatitlán`); the list is configurable",
+                examples=list(DEFAULT_MUNICIPALITIES),
+            ),
+            "temperature": Schema(type=OpenAPIType.NUMBER, minimum=-90, maximum=60, description="°C"),
+            "humidity": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=100, description="% relative"),
+            "weather": Schema(type=OpenAPIType.STRING, enum=list(WEATHERS)),
+        },
+    )
+
+
+def _body(schema: Schema, example: object) -> RequestBody:
+    return RequestBody(
+        required=True,
+        content={JSON: OpenAPIMediaType(schema=schema, examples={"report": Example(value=example)})},
+    )
+
+
+_EXAMPLE = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
+
+
+@dataclass
+class _OneReport(Operation):
+    """The handlers read the body themselves (strict decoding); this documents it."""
+
+    def __post_init__(self) -> None:
+        self.request_body = _body(_report_schema(), _EXAMPLE)
+        self.parameters = [*(self.parameters or []), *_IDEMPOTENCY]
+
+
+@dataclass
+class _ManyReports(Operation):
+    def __post_init__(self) -> None:
+        batch = Schema(type=OpenAPIType.ARRAY, items=_report_schema(), min_items=1)
+        self.request_body = _body(batch, [_EXAMPLE])
+        self.parameters = [*(self.parameters or []), *_IDEMPOTENCY]
+
+
+_ERRORS = {
+    400: ResponseSpec(Problem, description="Malformed JSON or an invalid report", media_type=PROBLEM),
+    413: ResponseSpec(Problem, description="Body over the size limit", media_type=PROBLEM),
+    415: ResponseSpec(Problem, description="Content-Type is not application/json", media_type=PROBLEM),
+    422: ResponseSpec(Problem, description="Idempotency-Key reused with other reports", media_type=PROBLEM),
+    503: ResponseSpec(Problem, description="Valkey unavailable, nothing written; see Retry-After", media_type=PROBLEM),
+}
+_IDEMPOTENCY = [
+    Parameter(
+        name="Idempotency-Key",
+        param_in=ParamType.HEADER,
+        required=False,
+        description="1 to 255 printable ASCII characters; a retry with the same key returns the first answer",
+        schema=Schema(type=OpenAPIType.STRING, max_length=MAX_IDEMPOTENCY_KEY),
+    ),
+]
+
+
 @post(
     "/api/weather",
     status_code=201,
+    operation_class=_OneReport,
+    responses=_ERRORS,
+    response_description="Accepted",
     summary="Ingest one weather report",
     description="Validates the report and updates every aggregate atomically. "
     "Send an `Idempotency-Key` header to make retries safe.",
     tags=["reports"],
 )
-async def post_weather(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def post_weather(request: Request[Any, Any, Any], state: State) -> Response[Accepted]:
     """Ingest one report."""
-    return await _ingest(request, state, batch=False)
+    return await _ingest(request, state, batch=False)  # type: ignore[return-value]  # pre-encoded
 
 
 @post(
     "/api/weather/batch",
     status_code=201,
+    operation_class=_ManyReports,
+    responses=_ERRORS,
     summary="Ingest a batch of weather reports",
     description="All reports are valid and applied together, or none is.",
     tags=["reports"],
 )
-async def post_weather_batch(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
+async def post_weather_batch(request: Request[Any, Any, Any], state: State) -> Response[BatchAccepted]:
     """Ingest a batch, all or nothing."""
-    return await _ingest(request, state, batch=True)
+    return await _ingest(request, state, batch=True)  # type: ignore[return-value]  # pre-encoded
 
 
 class Stats(msgspec.Struct):
@@ -329,11 +426,12 @@ async def metrics_endpoint(request: Request[Any, Any, Any], state: State) -> Res
     return Response(body, media_type=content_type)
 
 
-async def _every_second(store: Store) -> None:
+async def _every_second(store: Store, access_log: AccessLog | None) -> None:
     """Close finished time-series buckets (even of a quiet municipality); write access lines."""
     while True:
         await asyncio.sleep(1)
-        flush_access_log()
+        if access_log is not None:
+            access_log.flush()
         with contextlib.suppress(StoreUnavailable):
             await store.prepare()
 
@@ -352,6 +450,8 @@ def create_app(
         tracer_provider = make_provider(env or {})
     tracer = tracer_provider.get_tracer("weather_api") if settings.telemetry and tracer_provider else trace.NoOpTracer()
 
+    access_log = AccessLog() if settings.telemetry and settings.access_log else None
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         store = Store(connect(settings), settings, metrics.observe_valkey, tracer)
@@ -360,7 +460,7 @@ def create_app(
             await store.load()
         except StoreUnavailable as exc:
             log.warning("valkey not reachable at startup; will retry", extra={"reason": exc.reason})
-        flusher = asyncio.create_task(_every_second(store))
+        flusher = asyncio.create_task(_every_second(store, access_log))
         try:
             yield
         finally:
@@ -368,7 +468,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await flusher
             await store.close()
-            flush_access_log()
+            if access_log is not None:
+                access_log.flush()
             if tracer_provider is not None:
                 tracer_provider.shutdown()
 
@@ -412,6 +513,5 @@ def create_app(
     if settings.telemetry:
         # Around everything Litestar does, routing and error handling included, so that 404,
         # 405 and refused requests are measured like the rest (see telemetry's docstring).
-        access = logging.getLogger(ACCESS_LOGGER) if settings.access_log else None
-        app.asgi_handler = RequestTelemetry(app.asgi_handler, metrics, tracer, access)
+        app.asgi_handler = RequestTelemetry(app.asgi_handler, metrics, tracer, access_log)
     return app
