@@ -8,7 +8,9 @@ interleaved rounds so that drift on the machine hits all of them alike:
 - `telemetry off`: the same app with WEATHER_TELEMETRY=off;
 - `bare litestar`: bench/bare.py, a handler that only validates the body (the ceiling).
 
-Prints a Markdown table with the median of the rounds and the ratios the targets are about.
+Prints a Markdown table with the median of the rounds and the ratios the targets are about,
+and each server's CPU time per request (read from /proc), which varies less than req/s when the
+machine is shared.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ class Sample:
     p50_ms: float
     p99_ms: float
     errors: int
+    requests: int = 0
+    cpu_us: float = 0.0
+    """CPU time of the server process per request: steadier than req/s on a shared machine."""
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _port() -> int:
@@ -85,7 +96,8 @@ def _wrk(url: str, connections: int, seconds: int, script: Path) -> Sample:
     socket_errors = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
     errors = int(non2xx.group(1)) if non2xx else 0
     errors += sum(int(n) for n in socket_errors.groups()) if socket_errors else 0
-    return Sample(rps, p50, p99, errors)
+    requests = int(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return Sample(rps, p50, p99, errors, requests)
 
 
 def main() -> None:
@@ -123,6 +135,7 @@ def main() -> None:
             ),
         }
         urls = {}
+        pids = {}
         for name, (command, environ) in systems.items():
             port = _port()
             process = subprocess.Popen(  # noqa: S603
@@ -137,18 +150,26 @@ def main() -> None:
             stack.callback(process.wait)
             stack.callback(process.terminate)
             urls[name] = f"http://127.0.0.1:{port}/api/weather"
+            pids[name] = process.pid
             _wait(f"http://127.0.0.1:{port}/schema/openapi.json", process)
         results: dict[tuple[str, int], list[Sample]] = {}
         for url in urls.values():
             _wrk(url, 10, 2, script)  # warm-up
         for round_ in range(args.rounds):
+            # Each round starts with another system, so no system always runs first or last.
+            names = list(urls)
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
             for connections in args.connections:
-                for name, url in urls.items():
+                for name in order:
+                    url = urls[name]
+                    cpu = _cpu_seconds(pids[name])
                     sample = _wrk(url, connections, args.seconds, script)
+                    sample.cpu_us = (_cpu_seconds(pids[name]) - cpu) / max(sample.requests, 1) * 1e6
                     results.setdefault((name, connections), []).append(sample)
                     print(
                         f"round {round_ + 1}/{args.rounds} c={connections:<3} {name:<14} {sample.rps:8.0f} req/s"
-                        f"  p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms",
+                        f"  p50 {sample.p50_ms:6.2f} ms  p99 {sample.p99_ms:6.2f} ms"
+                        f"  cpu {sample.cpu_us:5.0f} us/request",
                         file=sys.stderr,
                         flush=True,
                     )
@@ -156,8 +177,11 @@ def main() -> None:
 
 
 def _report(results: dict[tuple[str, int], list[Sample]], connections: list[int]) -> None:
-    print("| connections | system | req/s | p50 ms | p99 ms | errors | vs telemetry off | vs bare litestar |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| connections | system | req/s | p50 ms | p99 ms | errors | server CPU us/request"
+        " | vs telemetry off | vs bare litestar |",
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for c in connections:
         median = {
             name: Sample(
@@ -165,6 +189,7 @@ def _report(results: dict[tuple[str, int], list[Sample]], connections: list[int]
                 statistics.median(s.p50_ms for s in samples),
                 statistics.median(s.p99_ms for s in samples),
                 sum(s.errors for s in samples),
+                cpu_us=statistics.median(s.cpu_us for s in samples),
             )
             for (name, cc), samples in results.items()
             if cc == c
@@ -172,7 +197,17 @@ def _report(results: dict[tuple[str, int], list[Sample]], connections: list[int]
         for name, s in median.items():
             off = s.rps / median["telemetry off"].rps
             bare = s.rps / median["bare litestar"].rps
-            row = (c, name, f"{s.rps:.0f}", f"{s.p50_ms:.2f}", f"{s.p99_ms:.2f}", s.errors, f"{off:.0%}", f"{bare:.0%}")
+            row = (
+                c,
+                name,
+                f"{s.rps:.0f}",
+                f"{s.p50_ms:.2f}",
+                f"{s.p99_ms:.2f}",
+                s.errors,
+                f"{s.cpu_us:.0f}",
+                f"{off:.0%}",
+                f"{bare:.0%}",
+            )
             print("| " + " | ".join(map(str, row)) + " |")
 
 

@@ -61,7 +61,9 @@ def uuid7() -> str:
 
 
 def _problem(status: int, title: str, detail: str, **extra: Any) -> ProblemDetailsException:  # noqa: ANN401
-    type_ = f"https://weather-api.dev/problems/{title.lower().replace(' ', '-')}"
+    # Our own problems get a URN naming their kind; plain HTTP errors are `about:blank`,
+    # whose title is the status phrase (RFC 9457, section 4.2.1).
+    type_ = extra.pop("type_", f"urn:weather-api:problem:{title.lower().replace(' ', '-')}")
     headers = extra.pop("headers", None)
     return ProblemDetailsException(
         status_code=status, title=title, detail=detail, type_=type_, headers=headers, extra=extra or None
@@ -92,17 +94,16 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     elif isinstance(exc, StoreUnavailable):
         if request.method == "POST":
             _reject(request, "unavailable")
-        log.warning("valkey unavailable", extra={"operation": exc.operation, "reason": exc.reason})
-        problem = _problem(
-            503, "Storage unavailable", "Valkey is unreachable; nothing was written", headers={"Retry-After": "1"}
-        )
+        log.debug("valkey unavailable", extra={"operation": exc.operation, "reason": exc.reason})
+        detail = f"Valkey is unavailable ({exc.reason}); retry with the same Idempotency-Key"
+        problem = _problem(503, "Storage unavailable", detail, headers={"Retry-After": "1"})
     elif isinstance(exc, UnknownMunicipality):
         problem = _problem(404, "Unknown municipality", str(exc))
     elif isinstance(exc, HTTPException):
         if exc.status_code == 413 and request.method == "POST":
             _reject(request, "body_too_large")
         title = str(exc.detail) if exc.detail else "Error"
-        problem = _problem(exc.status_code, title, title, headers=exc.headers)
+        problem = _problem(exc.status_code, title, title, headers=exc.headers, type_="about:blank")
     else:
         log.error("unhandled error", exc_info=exc)
         problem = _problem(500, "Internal error", "the service failed; see its log")
@@ -427,13 +428,26 @@ async def metrics_endpoint(request: Request[Any, Any, Any], state: State) -> Res
 
 
 async def _every_second(store: Store, access_log: AccessLog | None) -> None:
-    """Close finished time-series buckets (even of a quiet municipality); write access lines."""
+    """Close finished time-series buckets (even of a quiet municipality); write access lines.
+
+    Also the one place that logs Valkey going away and coming back: once per change, not
+    once per refused request.
+    """
+    available = True
     while True:
         await asyncio.sleep(1)
         if access_log is not None:
             access_log.flush()
-        with contextlib.suppress(StoreUnavailable):
+        try:
             await store.prepare()
+        except StoreUnavailable as exc:
+            if available:
+                log.warning("valkey unavailable; answering 503", extra={"reason": exc.reason})
+            available = False
+        else:
+            if not available:
+                log.warning("valkey available again")
+            available = True
 
 
 def create_app(
