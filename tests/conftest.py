@@ -115,13 +115,18 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
 
     yield start
     for api in started:
-        if api.process.poll() is None:
-            api.process.send_signal(signal.SIGTERM)
-            try:
-                api.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                api.process.kill()
-                api.process.wait()
+        stop_process(api.process)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    """SIGTERM a child and reap it; SIGKILL if it will not go."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture

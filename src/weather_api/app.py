@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hashlib
 import logging
 import os
@@ -475,6 +476,10 @@ def create_app(
         except StoreUnavailable as exc:
             log.warning("valkey not reachable at startup; will retry", extra={"reason": exc.reason})
         flusher = asyncio.create_task(_every_second(store, access_log))
+        # Everything built so far (modules, the app, its routes) lives as long as the process:
+        # taking it out of the garbage collector's generations spares every full collection
+        # from scanning it again, which shows in p99 latency.
+        gc.freeze()
         try:
             yield
         finally:

