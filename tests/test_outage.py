@@ -36,6 +36,7 @@ class Result:
     seconds: float
     at: float
     retry_after: str | None
+    detail: str = ""
 
 
 @dataclass
@@ -66,9 +67,9 @@ class Stream:
                         headers={"Content-Type": "application/json", "Idempotency-Key": key},
                     )
                     now = time.monotonic()
-                    self.results.append(
-                        Result(key, response.status_code, now - start, now, response.headers.get("retry-after"))
-                    )
+                    detail = response.json().get("detail", "") if response.status_code == 503 else ""
+                    retry_after = response.headers.get("retry-after")
+                    self.results.append(Result(key, response.status_code, now - start, now, retry_after, detail))
 
             await asyncio.gather(*(worker(w) for w in range(self.clients)))
 
@@ -172,3 +173,37 @@ def test_sigstop_answers_503_within_the_timeout_and_totals_stay_exact(
     assert {r.status for r in during} == {503}
     assert max(r.seconds for r in during) < 1.5
     _settle(api, stream, own_valkey.connection_url)
+
+
+def test_a_503_says_whether_the_report_may_have_been_applied(
+    start_api: Callable[..., Api],
+    own_valkey: ValkeyServer,
+) -> None:
+    """After a freeze, Valkey holds every acknowledged report, and at most the "outcome unknown" 503s more.
+
+    A request handed to Valkey before its deadline may run once Valkey thaws ("timed out,
+    outcome unknown"); one whose deadline passed in the queue ("timed out before sending") never
+    runs, and neither does anything that was refused before reaching Valkey.
+    """
+    api = start_api(own_valkey.connection_url, WEATHER_VALKEY_TIMEOUT="0.5")
+    stream, thread = _stream(api)
+    pid = own_valkey._process.pid  # type: ignore[union-attr]  # noqa: SLF001
+    os.kill(pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    try:
+        wait_until(lambda: len(_outage_answers(stream, frozen, time.monotonic())) >= 12, 10, "503s while frozen")
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    thawed = time.monotonic()
+    wait_until(lambda: stream.seen(201, thawed), 5, "a 201 after SIGCONT")
+    stream.stop.set()
+    thread.join(15)
+    refused = [r for r in stream.results if r.status == 503]
+    assert all("outcome unknown" in r.detail or "before sending" in r.detail for r in refused), refused[:3]
+    unknown = sum(1 for r in refused if "outcome unknown" in r.detail)
+    acknowledged = sum(1 for r in stream.results if r.status == 201)
+    assert {r.status for r in stream.results} == {201, 503}
+    client = valkey.Valkey.from_url(own_valkey.connection_url)
+    # "Outcome unknown" is what it says: sent, or about to be, when the deadline passed; some
+    # ran once Valkey thawed, others never reached it. Nothing beyond them ran.
+    assert acknowledged <= int(client.get("weather:count")) <= acknowledged + unknown

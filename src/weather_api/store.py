@@ -298,7 +298,6 @@ class Store:
                 result = await pending.future
         except TimeoutError:
             reason = "timed out, outcome unknown" if pending.sent else "timed out before sending"
-            self._observe("record", self._settings.valkey_timeout, "timeout")
             raise StoreUnavailable("record", reason) from None
         finally:
             if span is not None:
@@ -330,7 +329,7 @@ class Store:
             payload = msgspec.json.encode([p.request for p in batch])
             try:
                 results = await self._fcall("record", "record", self._record_config, payload)
-            except (StoreUnavailable, ValkeyError) as exc:
+            except Exception as exc:  # noqa: BLE001 - whatever failed, every caller must hear of it
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
