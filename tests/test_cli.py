@@ -49,33 +49,31 @@ def test_embedded_valkey_persists_and_stops_with_the_api(start_api: Callable[...
     assert httpx.get(again.url + "/stats").json()["total"] == 1
 
 
-def test_a_second_service_on_the_same_data_dir_is_refused(start_api: Callable[..., Api], tmp_path: Path) -> None:
-    """Two embedded Valkeys must never share one append-only file."""
-    data = tmp_path / "data"
-    start_api(None, WEATHER_DATA_DIR=str(data))
+def _serve_and_fail(**env: str) -> subprocess.CompletedProcess[str]:
+    """Run `weather-api serve` with these variables; it must exit 2 before serving anything."""
     result = subprocess.run(
         [sys.executable, "-m", "weather_api", "serve", "--port", "1"],
-        env={**os.environ, "WEATHER_DATA_DIR": str(data)},
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
     )
-    assert result.returncode == 2
+    assert result.returncode == 2, result.stderr
+    return result
+
+
+def test_a_second_service_on_the_same_data_dir_is_refused(start_api: Callable[..., Api], tmp_path: Path) -> None:
+    """Two embedded Valkeys must never share one append-only file."""
+    data = tmp_path / "data"
+    start_api(None, WEATHER_DATA_DIR=str(data))
+    result = _serve_and_fail(WEATHER_DATA_DIR=str(data))
     assert "is used by another weather-api" in result.stderr
 
 
 def test_bad_settings_exit_2_with_the_variable_named() -> None:
     """A wrong value is reported in one line naming the variable."""
-    result = subprocess.run(
-        [sys.executable, "-m", "weather_api", "serve"],
-        env={**os.environ, "WEATHER_VALKEY_TIMEOUT": "soon"},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 2
+    result = _serve_and_fail(WEATHER_VALKEY_TIMEOUT="soon")
     assert "WEATHER_VALKEY_TIMEOUT='soon'" in result.stderr
 
 
