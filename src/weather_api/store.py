@@ -151,7 +151,7 @@ class Store:
         self._loaded = False
         self._queue: deque[_Pending] = deque()
         self._sender: asyncio.Task[None] | None = None
-        self._record_config = msgspec.json.encode(
+        self._config = msgspec.json.encode(
             {
                 "prefix": self._prefix,
                 "interval": settings.series_interval * 1000,
@@ -161,12 +161,6 @@ class Store:
                 "ttl": settings.idempotency_ttl,
             },
         )
-        self._weathers_csv = ",".join(settings.weathers)
-        self._config_args = [
-            self._prefix,
-            str(settings.series_interval * 1000),
-            str(settings.series_maxlen),
-        ]
 
     @property
     def client(self) -> avalkey.Valkey:
@@ -233,8 +227,7 @@ class Store:
                 f"{LIBRARY}_prepare",
                 1,
                 self._count_key,
-                *self._config_args,
-                self._weathers_csv,
+                self._config,
                 *self._settings.municipalities,
             )
 
@@ -243,13 +236,7 @@ class Store:
 
     async def prepare(self) -> None:
         """Close time-series buckets whose interval ended (and re-register municipalities)."""
-        await self._fcall(
-            "flush",
-            "prepare",
-            *self._config_args,
-            self._weathers_csv,
-            *self._settings.municipalities,
-        )
+        await self._fcall("flush", "prepare", self._config, *self._settings.municipalities)
 
     async def _fcall(self, operation: str, function: str, *args: str | bytes) -> Any:  # noqa: ANN401
         """FCALL a library function, loading the library first when Valkey lacks it."""
@@ -328,7 +315,7 @@ class Store:
                 continue
             payload = msgspec.json.encode([p.request for p in batch])
             try:
-                results = await self._fcall("record", "record", self._record_config, payload)
+                results = await self._fcall("record", "record", self._config, payload)
             except Exception as exc:  # noqa: BLE001 - whatever failed, every caller must hear of it
                 for p in batch:
                     if not p.future.done():

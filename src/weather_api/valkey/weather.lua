@@ -65,14 +65,6 @@ local function register(p, m, weathers)
   end
 end
 
-local function split(s)
-  local out = {}
-  for part in string.gmatch(s, '[^,]+') do
-    table.insert(out, part)
-  end
-  return out
-end
-
 -- Apply one report (already validated by the API).
 local function apply(p, cfg, count_key, now, r)
   local id, m, t, h, w = r[1], r[2], r[3], r[4], r[5]
@@ -144,19 +136,18 @@ local function record(keys, args)
 end
 
 --[[
-prepare(KEYS={count}, ARGV={prefix, interval_ms, series_maxlen, weathers_csv, m1, m2, ...})
+prepare(KEYS={count}, ARGV={config, m1, m2, ...})
+  config: the JSON of record()
 Registers every configured municipality (all weathers at 0) and closes buckets whose interval
 has ended, so a quiet municipality's last bucket still reaches its series. Called at startup and
 then periodically; safe to call from every replica at once.
 ]]
 local function prepare(keys, args)
-  local p = args[1]
-  local interval = tonumber(args[2])
-  local weathers = split(args[4])
+  local cfg = cjson.decode(args[1])
   local now = now_ms()
-  for i = 5, #args do
-    register(p, args[i], weathers)
-    close_bucket(p, args[i], interval, now, args[3])
+  for i = 2, #args do
+    register(cfg.prefix, args[i], cfg.weathers)
+    close_bucket(cfg.prefix, args[i], cfg.interval, now, cfg.series_maxlen)
   end
   return 'OK'
 end
