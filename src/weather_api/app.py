@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from weather_api import __version__
 from weather_api.model import WEATHERS, InvalidReport, Validator
 from weather_api.settings import DEFAULT_MUNICIPALITIES, Settings
-from weather_api.store import IdempotencyConflict, Store, StoreUnavailable, connect
+from weather_api.store import IdempotencyConflict, OutcomeUnknown, Store, StoreUnavailable, connect
 from weather_api.telemetry import AccessLog, Metrics, RequestTelemetry
 
 log = logging.getLogger("weather_api")
@@ -93,11 +93,14 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         _reject(request, "idempotency_conflict")
         problem = _problem(422, "Idempotency-Key reused", "this Idempotency-Key was used with a different request")
     elif isinstance(exc, StoreUnavailable):
+        outcome = {}
         if request.method == "POST":
             _reject(request, "unavailable")
+            # For clients that keep books (the load test's ledger): may the reports have been applied?
+            outcome["outcome"] = "unknown" if isinstance(exc, OutcomeUnknown) else "not_applied"
         log.debug("valkey unavailable", extra={"operation": exc.operation, "reason": exc.reason})
         detail = f"Valkey is unavailable ({exc.reason}); retry with the same Idempotency-Key"
-        problem = _problem(503, "Storage unavailable", detail, headers={"Retry-After": "1"})
+        problem = _problem(503, "Storage unavailable", detail, headers={"Retry-After": "1"}, **outcome)
     elif isinstance(exc, UnknownMunicipality):
         problem = _problem(404, "Unknown municipality", str(exc))
     elif isinstance(exc, HTTPException):
@@ -165,6 +168,8 @@ class Problem(msgspec.Struct):
     status: int
     detail: str
     errors: list[dict[str, str]] | None = None
+    outcome: str | None = None
+    """503 to a POST only: `unknown` (the reports may have been applied) or `not_applied`."""
 
 
 class Accepted(msgspec.Struct):
@@ -232,7 +237,12 @@ _ERRORS = {
     413: ResponseSpec(Problem, description="Body over the size limit", media_type=PROBLEM),
     415: ResponseSpec(Problem, description="Content-Type is not application/json", media_type=PROBLEM),
     422: ResponseSpec(Problem, description="Idempotency-Key reused with other reports", media_type=PROBLEM),
-    503: ResponseSpec(Problem, description="Valkey unavailable, nothing written; see Retry-After", media_type=PROBLEM),
+    503: ResponseSpec(
+        Problem,
+        description="Valkey unavailable; `outcome` says whether the reports may have been applied (`unknown`: "
+        "retry with the same Idempotency-Key) or were not (`not_applied`); see Retry-After",
+        media_type=PROBLEM,
+    ),
 }
 _IDEMPOTENCY = [
     Parameter(

@@ -49,6 +49,10 @@ class StoreUnavailable(Exception):  # noqa: N818 - reads as a state, like asynci
         self.reason = reason
 
 
+class OutcomeUnknown(StoreUnavailable):
+    """A write was handed to Valkey and no answer came back: it may or may not have been applied."""
+
+
 class IdempotencyConflict(Exception):  # noqa: N818
     """The Idempotency-Key was used before with a different request body."""
 
@@ -284,8 +288,13 @@ class Store:
             async with asyncio.timeout(self._settings.valkey_timeout):
                 result = await pending.future
         except TimeoutError:
-            reason = "timed out, outcome unknown" if pending.sent else "timed out before sending"
-            raise StoreUnavailable("record", reason) from None
+            if pending.sent:
+                raise OutcomeUnknown("record", "timed out, outcome unknown") from None
+            raise StoreUnavailable("record", "timed out before sending") from None
+        except StoreUnavailable as exc:
+            if isinstance(exc.__cause__, ResponseError):
+                raise  # Valkey refused the call (READONLY, LOADING, ...): nothing of it ran
+            raise OutcomeUnknown(exc.operation, exc.reason) from exc  # the connection failed mid-call
         finally:
             if span is not None:
                 span.end()
