@@ -201,6 +201,16 @@ def test_just_past_the_ends_of_the_ranges_is_400(api: Api, valkey_url: str) -> N
 # --- Idempotency-Key: the key names one request to one endpoint ---------------------------------
 
 
+def test_idempotency_keys_of_1_and_255_printable_characters_are_accepted(api: Api) -> None:
+    """The ends of the documented key length: 1 and 255 characters (256 is in the hostile table)."""
+    for key in ("k", "~" * 255):
+        first = send(api, report("mixco", 20, 50), **{"Idempotency-Key": key})
+        assert first.status_code == 201, first.text
+        again = send(api, report("mixco", 20, 50), **{"Idempotency-Key": key})
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+
+
 def test_one_key_on_both_endpoints_with_the_same_report_is_422(api: Api, valkey_url: str) -> None:
     """Key x1 used for a single report, then for a batch of that same report (and y1 the other way): 422."""
     body = report("chinautla", 25, 60)

@@ -20,7 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
-from opentelemetry.proto.trace.v1.trace_pb2 import Span
+from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
 from tests.conftest import Api, free_port, wait_until
 from tests.support import report, send
@@ -39,6 +39,7 @@ class Received:
     trace_id: str
     span_id: str
     parent_id: str
+    status: int
 
 
 @dataclass
@@ -81,6 +82,7 @@ def receiver() -> Iterator[Receiver]:
                                     s.trace_id.hex(),
                                     s.span_id.hex(),
                                     s.parent_span_id.hex(),
+                                    s.status.code,
                                 )
                                 for s in scope.spans
                             ]
@@ -125,6 +127,7 @@ def test_spans_reach_an_otlp_receiver_with_the_callers_trace(
         PARENT_ID,
     )
     assert (client.kind, client.trace_id, client.parent_id) == (Span.SPAN_KIND_CLIENT, TRACE_ID, server.span_id)
+    assert server.status == client.status == Status.STATUS_CODE_UNSET  # nothing failed
     assert _sampled(response.headers["traceparent"], f"00-{TRACE_ID}-{server.span_id}")
 
 
