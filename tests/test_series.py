@@ -77,6 +77,7 @@ def test_points_returns_the_newest_buckets_oldest_first(api: Api) -> None:
     assert temperatures("1") == [(40.0, False)]
     assert temperatures("2") == [(30.0, True), (40.0, False)]
     assert temperatures("60") == [(10.0, True), (20.0, True), (30.0, True), (40.0, False)]
+    assert temperatures("8640") == temperatures("60")  # the largest accepted
     starts = [p["start"] for p in details(api, "chinautla")["series"]]
     assert starts == sorted(starts)
     assert len(set(starts)) == 4

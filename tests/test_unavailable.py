@@ -71,6 +71,20 @@ def test_a_report_sent_to_a_frozen_valkey_is_503_unknown_and_a_keyed_retry_settl
     assert client.get("weather:count") == b"1"
 
 
+def test_a_report_after_the_function_library_vanished_loads_it_again_and_counts_once(
+    start_api: Callable[..., Api], valkey_url: str
+) -> None:
+    """FUNCTION FLUSH under the running service (a Valkey restarted empty): the next report is 201, counted once."""
+    api = start_api(valkey_url)
+    assert send(api, report("mixco", 20, 50)).status_code == 201
+    client = valkey.Valkey.from_url(valkey_url)
+    client.function_flush()
+    response = send(api, report("mixco", 22, 50))
+    assert response.status_code == 201, response.text
+    assert client.get("weather:count") == b"2"
+    assert httpx.get(api.url + "/averages").json()["mixco"]["temperature"] == 21.0
+
+
 async def _timed_reads(api: Api, n: int) -> list[tuple[int, float]]:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
 
