@@ -117,7 +117,9 @@ def test_spans_reach_an_otlp_receiver_with_the_callers_trace(
     )
     response = send(api, report("mixco", 20, 50), traceparent=f"00-{TRACE_ID}-{PARENT_ID}-01")
     assert response.status_code == 201
-    wait_until(lambda: bool(receiver.named("valkey record")), 10, "the spans at the receiver")
+    read = httpx.get(api.url + "/stats", headers={"traceparent": f"00-{TRACE_ID}-{PARENT_ID}-01"}, timeout=10)
+    assert read.status_code == 200
+    wait_until(lambda: bool(receiver.named("valkey record") and receiver.named("valkey read")), 10, "the spans")
     (server,) = receiver.named("POST /api/weather")
     (client,) = receiver.named("valkey record")
     assert (server.service, server.kind, server.trace_id, server.parent_id) == (
@@ -127,7 +129,9 @@ def test_spans_reach_an_otlp_receiver_with_the_callers_trace(
         PARENT_ID,
     )
     assert (client.kind, client.trace_id, client.parent_id) == (Span.SPAN_KIND_CLIENT, TRACE_ID, server.span_id)
-    assert server.status == client.status == Status.STATUS_CODE_UNSET  # nothing failed
+    (reader,) = receiver.named("valkey read")
+    assert reader.parent_id == receiver.named("GET /stats")[0].span_id
+    assert server.status == client.status == reader.status == Status.STATUS_CODE_UNSET  # nothing failed
     assert _sampled(response.headers["traceparent"], f"00-{TRACE_ID}-{server.span_id}")
 
 

@@ -65,17 +65,19 @@ def test_every_rejection_is_counted_under_its_documented_reason(api: Api, valkey
         send(api, b'{"municipality": '),  # invalid_json
         send(api, b"\xff\xfe"),  # invalid_json (not UTF-8)
         send(api, report("atlantis", 20, 50)),  # invalid_report
+        send(api, report("mixco", "20", 50)),  # invalid_report (a string for a number)
         send(api, report("mixco", 21, 50), **{"Idempotency-Key": "k"}),  # idempotency_conflict
         send(api, report("mixco", 20, 50), **{"Idempotency-Key": "tab\there"}),  # invalid_idempotency_key
         send(api, report("mixco", 20, 50), **{"Content-Type": "text/plain"}),  # unsupported_media_type
         send(api, b"[" + b"1," * 40_000 + b"1]"),  # body_too_large (Content-Length)
     ]
-    assert [r.status_code for r in refused] == [400, 400, 400, 422, 400, 415, 413]
+    assert [r.status_code for r in refused] == [400, 400, 400, 400, 422, 400, 415, 413]
+    assert [e["field"] for e in refused[3].json()["errors"]] == ["$.temperature"]
     assert _chunked_post(api, [b"[" + b"1," * 20_000] * 2).startswith(b"HTTP/1.1 413")  # body_too_large (streamed)
     counted = {dict(labels)["reason"]: value for labels, value in samples(api, REJECTED).items()}
     assert counted == {
         "invalid_json": 2,
-        "invalid_report": 1,
+        "invalid_report": 2,
         "idempotency_conflict": 1,
         "invalid_idempotency_key": 1,
         "unsupported_media_type": 1,

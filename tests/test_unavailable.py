@@ -85,6 +85,21 @@ def test_a_report_after_the_function_library_vanished_loads_it_again_and_counts_
     assert httpx.get(api.url + "/averages").json()["mixco"]["temperature"] == 21.0
 
 
+def test_an_error_valkey_should_never_give_is_a_500_problem_counted_as_response(
+    start_api: Callable[..., Api], valkey_url: str
+) -> None:
+    """A key of the wrong type (WRONGTYPE, e.g. an operator's mistake): 500 problem, `error="response"`, not 503."""
+    api = start_api(valkey_url)
+    valkey.Valkey.from_url(valkey_url).set("weather:counts", "not a hash")
+    response = httpx.get(api.url + "/stats", timeout=10)
+    assert response.status_code == 500
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["status"] == 500
+    assert "retry-after" not in response.headers
+    assert samples(api, ERRORS)[(("error", "response"), ("operation", "read"))] == 1
+    assert "response" in documented_label_values(ERRORS, "error")
+
+
 async def _timed_reads(api: Api, n: int) -> list[tuple[int, float]]:
     async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
 
