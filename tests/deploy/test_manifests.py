@@ -308,11 +308,12 @@ def test_grafana_settings_equal_grafana_env(rendered: Rendered) -> None:
 
 
 def test_grafana_image_is_the_version_observability_pins(rendered: Rendered) -> None:
-    """grafana.env names the Grafana version its plugin pin was chosen for; the pod runs it."""
-    pinned = re.search(r"grafana/grafana:(\S+?)[\s.]*\(", (OBSERVABILITY / "grafana" / "grafana.env").read_text())
-    assert pinned
+    """The pod runs our Grafana image, tagged with the versions its Dockerfile pins."""
+    dockerfile = (OBSERVABILITY / "grafana" / "image" / "Dockerfile").read_text()
+    pins = dict(re.findall(r"^ARG (GRAFANA_VERSION|REDIS_DATASOURCE_VERSION)=(\S+)$", dockerfile, re.MULTILINE))
     (grafana,) = rendered.get("Deployment", "grafana")["spec"]["template"]["spec"]["containers"]
-    assert grafana["image"] == f"grafana/grafana:{pinned.group(1)}"
+    tag = f"{pins['GRAFANA_VERSION']}-redis-datasource-{pins['REDIS_DATASOURCE_VERSION']}"
+    assert grafana["image"] == f"weather-api-grafana:{tag}"
 
 
 def test_locust_runs_the_whole_loadtest_package(rendered: Rendered) -> None:
