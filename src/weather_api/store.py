@@ -9,6 +9,7 @@ applied, and only the client's `Idempotency-Key` makes a retry safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import time
@@ -23,7 +24,7 @@ import msgspec
 import valkey.asyncio as avalkey
 from opentelemetry import trace
 from valkey.asyncio.retry import Retry
-from valkey.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from valkey.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from valkey.backoff import NoBackoff
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import ResponseError, ValkeyError
@@ -110,14 +111,43 @@ def connect(settings: Settings) -> avalkey.Valkey:
 
 
 class _BlockingSentinelPool(SentinelConnectionPool, avalkey.BlockingConnectionPool):
-    """The primary's pool, waiting up to `timeout` for a free connection like `redis://` does.
+    """The primary's pool: waits for a free connection, and leaves an old primary within a second.
 
     valkey-py's SentinelConnectionPool raises "Too many connections" at once when the pool is
     full. Only two methods differ between its base pool and BlockingConnectionPool (taking and
     returning a connection, under a condition), and the Sentinel pool overrides neither, so
     mixing the two in gives the Sentinel pool the blocking behaviour (tests/test_sentinel.py:
     40 concurrent reads through a pool of 4).
+
+    It also asks the Sentinels for the primary once a second at most, not only when it opens a
+    connection: after a failover the old primary keeps accepting writes until the Sentinels
+    convert it (up to 10 s later), and every write sent there in between is acknowledged and
+    then lost. Connections to an address that is no longer the primary are closed when they
+    come back to the pool (tests/deploy/test_valkey_ha.py, the failover test).
     """
+
+    RECHECK_SECONDS = 1.0
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._checked = 0.0
+
+    async def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Any:  # noqa: ANN401
+        """A connection to the current primary; the Sentinels are asked at most once a second."""
+        now = time.monotonic()
+        if now - self._checked >= self.RECHECK_SECONDS:
+            self._checked = now
+            # Closes idle connections when the primary moved; with no Sentinel answering, the
+            # connections already open keep serving (the primary may well be fine).
+            with contextlib.suppress(MasterNotFoundError):
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        return await super().get_connection(command_name, *keys, **options)  # type: ignore[no-untyped-call]
+
+    async def release(self, connection: Any) -> None:  # noqa: ANN401
+        """Return a connection; one to an old primary is closed first (it reconnects to the new)."""
+        if self.master_address is not None and (connection.host, connection.port) != self.master_address:
+            await connection.disconnect()
+        await super().release(connection)
 
 
 def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]) -> avalkey.Valkey:
