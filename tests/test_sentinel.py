@@ -158,9 +158,7 @@ def _applied(client: valkey.Valkey, key: str) -> bool:
 def one_sentinel(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
     """One primary and one Sentinel that names it (no replica: reads need none)."""
     primary = _start(tmp_path, "primary", "")
-    sentinel = _start(
-        tmp_path, "sentinel", f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 1\n", sentinel=True
-    )
+    sentinel = _start(tmp_path, "sentinel", f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 1\n", sentinel=True)
     yield primary, sentinel
     for node in (sentinel, primary):
         node.process.kill()

@@ -10,6 +10,7 @@ test can restart any process in any order.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -78,10 +79,10 @@ class Process:
         """host:port, as the Sentinels name it."""
         return f"{self.host}:{self.port}"
 
-    def client(self, user: str | None = None, password: str | None = None) -> valkey.Valkey:
-        """A text client; `user` None means no AUTH at all."""
+    def client(self, user: str | None = None, password: str | None = None, *, text: bool = True) -> valkey.Valkey:
+        """A client (`text`: replies decoded to str); `user` None means no AUTH at all."""
         return valkey.Valkey(
-            host=self.host, port=self.port, username=user, password=password, socket_timeout=5, decode_responses=True
+            host=self.host, port=self.port, username=user, password=password, socket_timeout=5, decode_responses=text
         )
 
     @property
@@ -101,10 +102,8 @@ class Process:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         # The start script's background loop shares the group: make sure it is gone too.
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.process = None
 
 
@@ -125,7 +124,9 @@ class Cluster:
         for i, host in enumerate(NODE_HOSTS):
             self.nodes.append(Process(f"valkey-{i}", host, free_port(host), self.root / f"valkey-{i}"))
         for i in range(3):
-            self.sentinels.append(Process(f"sentinel-{i}", "127.0.0.1", free_port("127.0.0.1"), self.root / f"sentinel-{i}"))
+            self.sentinels.append(
+                Process(f"sentinel-{i}", "127.0.0.1", free_port("127.0.0.1"), self.root / f"sentinel-{i}")
+            )
         for process in self.nodes + self.sentinels:
             (process.folder / "data").mkdir(parents=True)
 
@@ -193,16 +194,16 @@ class Cluster:
         self._spawn(sentinel, DEPLOY / "base" / "sentinel" / "sentinel-start.sh", [str(conf), "--sentinel"], env)
         return sentinel
 
-    def as_user(self, process: Process, user: str) -> valkey.Valkey:
+    def as_user(self, process: Process, user: str, *, text: bool = True) -> valkey.Valkey:
         """A client of `process` authenticated as ACL user `user`."""
-        return process.client(user, self.passwords[f"VALKEY_{user.upper()}_PASSWORD"])
+        return process.client(user, self.passwords[f"VALKEY_{user.upper()}_PASSWORD"], text=text)
 
     def admin(self, node: Process) -> valkey.Valkey:
         """The admin user's client of a node."""
         return self.as_user(node, "admin")
 
     def role(self, node: Process) -> str:
-        """"master", "slave <host>:<port> <link>", or "down"."""
+        """The node's role: "master", "slave <host>:<port> <link>", or "down"."""
         try:
             with self.admin(node) as client:
                 info = client.info("replication")
@@ -227,8 +228,10 @@ class Cluster:
         return node
 
     def settled(self) -> Process | None:
-        """The primary, once one node is primary and every running other replicates it in sync
-        with its replica-priority back (a waiting node has 0: never promoted)."""
+        """The primary, once every other running node replicates it in sync with its priority back.
+
+        A waiting node has replica-priority 0: the Sentinels never promote it.
+        """
         primaries = [n for n in self.nodes if n.running and self.role(n) == "master"]
         if len(primaries) != 1:
             return None

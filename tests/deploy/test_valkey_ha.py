@@ -10,7 +10,6 @@ guarantees for the API's writes.
 
 from __future__ import annotations
 
-import os
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -58,9 +57,10 @@ def failover(cluster: Cluster, old: Process) -> Process:
     def followed() -> bool:
         with cluster.admin(new) as admin:
             info = admin.info("replication")
-        return bool(info["role"] == "master" and any(
-            info.get(f"slave{i}", {}).get("state") == "online" for i in range(int(info["connected_slaves"]))
-        ))
+        return bool(
+            info["role"] == "master"
+            and any(info.get(f"slave{i}", {}).get("state") == "online" for i in range(int(info["connected_slaves"])))
+        )
 
     wait_for(followed, "a replica to follow the new primary", cluster.logs)
     return new
@@ -120,7 +120,9 @@ def test_a_full_restart_in_the_worst_order_loses_no_acknowledged_write(cluster: 
     for node in cluster.nodes:
         wait_for(lambda node=node: logged(node, f"{node.address} starts waiting"), "the nodes to wait", cluster.logs)
     wait_for(
-        lambda: all(logged(n, "no Sentinel majority") for n in cluster.nodes), "every node to find no rule", cluster.logs
+        lambda: all(logged(n, "no Sentinel majority") for n in cluster.nodes),
+        "every node to find no rule",
+        cluster.logs,
     )
     assert [cluster.role(n) for n in cluster.nodes] == ["slave 127.0.0.1:0 down"] * 3
 
@@ -225,10 +227,9 @@ def test_sentinels_refuse_configuration_without_credentials_and_from_the_api_use
 def test_the_api_finds_the_primary_through_authenticated_sentinels_and_follows_a_failover(
     cluster: Cluster, start_api: Callable[..., Api]
 ) -> None:
-    """The API's URL carries its Sentinel credentials (query parameters); after a failover, every
-    report it acknowledges lands on the new primary.
+    """With Sentinel credentials in its URL, the API writes to the new primary within a second of a failover.
 
-    The Sentinels convert the old primary up to 10 s after the promotion, and it accepts writes
+    The URL's query carries the Sentinel user and password. The Sentinels convert the old primary up to 10 s after the promotion, and it accepts writes
     meanwhile: an API still writing there would acknowledge reports the new primary never gets.
     """
     primary = cluster.start_all()
@@ -305,4 +306,4 @@ def test_the_start_scripts_refuse_example_short_and_unsafe_passwords(cluster: Cl
     for user in ("admin", "api", "grafana", "replica", "sentinel", "exporter"):
         assert f"user {user} " in acl
         assert f">{cluster.passwords[f'VALKEY_{user.upper()}_PASSWORD']}" in acl
-    assert os.stat(node.folder / "run" / "users.acl").st_mode & 0o077 == 0
+    assert (node.folder / "run" / "users.acl").stat().st_mode & 0o077 == 0
