@@ -149,14 +149,19 @@ replication_of() {
 local_admin() { ask admin "$LOCAL_HOST" "$PORT" "$@" >/dev/null; }
 
 follow() {
-    # Replicate $1 (host:port); give the node its replica-priority back once it has synced.
+    # Replicate $1 (host:port); give the node its replica-priority back once it has synced (with
+    # $1, or with whichever primary the Sentinels moved it to meanwhile).
     local_admin REPLICAOF "$(host_of "$1")" "$(port_of "$1" "$PORT")"
     log "$ME follows $1"
-    while [ "$(replication_of "$LOCAL_HOST:$PORT")" != "slave $1 up" ]; do
+    while :; do
+        case $(replication_of "$LOCAL_HOST:$PORT") in
+            "slave 127.0.0.1:0 "*) ;;
+            slave*" up") break ;;
+        esac
         sleep 1
     done
     local_admin CONFIG SET replica-priority "$REPLICA_PRIORITY"
-    log "$ME is in sync with $1"
+    log "$ME is in sync with $(replication_of "$LOCAL_HOST:$PORT" | cut -d' ' -f2)"
 }
 
 promote() {
@@ -183,9 +188,17 @@ decide() {
         fi
         if [ "$(keys_of "$LOCAL_HOST:$PORT")" = 0 ] && peer_holds_data; then
             note "the Sentinels name $ME primary but it holds no data and a peer does: asking for a failover"
-            for sentinel in $SENTINELS; do
-                [ "$(ask sentinel "$sentinel" 26379 SENTINEL FAILOVER "$MASTER_NAME")" = OK ] && break
-            done
+            # Once per 30 rounds, and only of a Sentinel that still names this node: a Sentinel
+            # that already switched would fail its new primary over again.
+            if [ "$failover_asked" -le 0 ]; then
+                for sentinel in $SENTINELS; do
+                    named=$(ask sentinel "$sentinel" 26379 SENTINEL get-master-addr-by-name "$MASTER_NAME" | paste -sd: -)
+                    [ "$named" = "$ME" ] || continue
+                    [ "$(ask sentinel "$sentinel" 26379 SENTINEL FAILOVER "$MASTER_NAME")" = OK ] && break
+                done
+                failover_asked=30
+            fi
+            failover_asked=$((failover_asked - 1))
             return 1
         fi
         promote "named by the Sentinels"
@@ -225,6 +238,7 @@ decide() {
 }
 
 noted=""
+failover_asked=0
 note() {
     # Log a waiting reason once, not every second.
     [ "$1" = "$noted" ] || log "$1"
