@@ -96,7 +96,8 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         if request.method == "POST":
             _reject(request, "unavailable")
         log.debug("valkey unavailable", extra={"operation": exc.operation, "reason": exc.reason})
-        detail = f"Valkey is unavailable ({exc.reason}); retry with the same Idempotency-Key"
+        retry = "retry with the same Idempotency-Key" if request.method == "POST" else "retry later"
+        detail = f"Valkey is unavailable ({exc.reason}); {retry}"
         problem = _problem(503, "Storage unavailable", detail, headers={"Retry-After": "1"})
     elif isinstance(exc, UnknownMunicipality):
         problem = _problem(404, "Unknown municipality", str(exc))

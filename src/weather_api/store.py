@@ -9,6 +9,7 @@ applied, and only the client's `Idempotency-Key` makes a retry safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import time
@@ -17,13 +18,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 import valkey.asyncio as avalkey
 from opentelemetry import trace
 from valkey.asyncio.retry import Retry
-from valkey.asyncio.sentinel import Sentinel
+from valkey.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from valkey.backoff import NoBackoff
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
 from valkey.exceptions import ResponseError, ValkeyError
@@ -104,13 +105,57 @@ def connect(settings: Settings) -> avalkey.Valkey:
         raise ValueError(msg)
     parts = urlsplit(url)
     if parts.scheme == "redis+sentinel":
-        return _sentinel_master(parts.netloc, parts.path, options)
+        return _sentinel_master(parts.netloc, parts.path, parts.query, options)
     pool = avalkey.BlockingConnectionPool.from_url(url, timeout=settings.valkey_timeout, **options)
     return avalkey.Valkey(connection_pool=pool)
 
 
-def _sentinel_master(netloc: str, path: str, options: dict[str, Any]) -> avalkey.Valkey:
-    """Client for the primary that the sentinels in the URL name; follows failovers."""
+class _BlockingSentinelPool(SentinelConnectionPool, avalkey.BlockingConnectionPool):
+    """The primary's pool: waits for a free connection, and leaves an old primary within a second.
+
+    valkey-py's SentinelConnectionPool raises "Too many connections" at once when the pool is
+    full. Only two methods differ between its base pool and BlockingConnectionPool (taking and
+    returning a connection, under a condition), and the Sentinel pool overrides neither, so
+    mixing the two in gives the Sentinel pool the blocking behaviour (tests/test_sentinel.py:
+    40 concurrent reads through a pool of 4).
+
+    It also asks the Sentinels for the primary once a second at most, not only when it opens a
+    connection: after a failover the old primary keeps accepting writes until the Sentinels
+    convert it (up to 10 s later), and every write sent there in between is acknowledged and
+    then lost. Connections to an address that is no longer the primary are closed when they
+    come back to the pool (tests/deploy/test_valkey_ha.py, the failover test).
+    """
+
+    RECHECK_SECONDS = 1.0
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._checked = 0.0
+
+    async def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Any:  # noqa: ANN401
+        """A connection to the current primary; the Sentinels are asked at most once a second."""
+        now = time.monotonic()
+        if now - self._checked >= self.RECHECK_SECONDS:
+            self._checked = now
+            # Closes idle connections when the primary moved; with no Sentinel answering, the
+            # connections already open keep serving (the primary may well be fine).
+            with contextlib.suppress(MasterNotFoundError):
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        return await super().get_connection(command_name, *keys, **options)  # type: ignore[no-untyped-call]
+
+    async def release(self, connection: Any) -> None:  # noqa: ANN401
+        """Return a connection; one to an old primary is closed first (it reconnects to the new)."""
+        if self.master_address is not None and (connection.host, connection.port) != self.master_address:
+            await connection.disconnect()
+        await super().release(connection)
+
+
+def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]) -> avalkey.Valkey:
+    """Client for the primary that the sentinels in the URL name; follows failovers.
+
+    The URL's user and password are for the Valkey nodes; `sentinel_username` and
+    `sentinel_password` query parameters (percent-encoded) are for the Sentinels themselves.
+    """
     credentials, _, hosts = netloc.rpartition("@")
     username, _, password = credentials.partition(":")
     nodes = []
@@ -118,17 +163,27 @@ def _sentinel_master(netloc: str, path: str, options: dict[str, Any]) -> avalkey
         host, _, port = host_port.rpartition(":")
         nodes.append((host or host_port, int(port or 26379)))
     service = path.strip("/") or "weather"
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        nodes,
-        socket_timeout=options["socket_timeout"],
-        socket_connect_timeout=options["socket_connect_timeout"],
-    )
+    sentinel_options = {
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+    }
+    for name, values in parse_qs(query, strict_parsing=bool(query)).items():
+        if name not in {"sentinel_username", "sentinel_password"}:
+            msg = f"unknown parameter {name!r} in the redis+sentinel:// URL"
+            raise ValueError(msg)
+        sentinel_options[name.removeprefix("sentinel_")] = values[-1]
+    sentinel = Sentinel(nodes, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     client_options = dict(options)
     if username:
         client_options["username"] = unquote(username)
     if password:
         client_options["password"] = unquote(password)
-    client: avalkey.Valkey = sentinel.master_for(service, **client_options)
+    client: avalkey.Valkey = sentinel.master_for(
+        service,
+        connection_pool_class=_BlockingSentinelPool,
+        timeout=options["socket_timeout"],
+        **client_options,
+    )
     return client
 
 
