@@ -11,6 +11,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
@@ -28,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from weather_api import __version__
-from weather_api.model import WEATHERS, InvalidReport, Validator
+from weather_api.model import MAX_NAME_LENGTH, WEATHERS, InvalidReport, Validator
 from weather_api.settings import DEFAULT_MUNICIPALITIES, Settings
 from weather_api.store import IdempotencyConflict, Store, StoreUnavailable, connect
 from weather_api.telemetry import AccessLog, Metrics, RequestTelemetry
@@ -38,6 +39,12 @@ log = logging.getLogger("weather_api")
 PROBLEM = "application/problem+json"
 JSON = "application/json"
 MAX_IDEMPOTENCY_KEY = 255
+MAX_POINTS = 360
+"""Most time-series buckets one request returns (1 h at the default 10 s interval, ~45 KB).
+
+Bounds the cost of the largest answer where it is incurred: decoding 8,640 buckets from Valkey
+took ~180 ms of the event loop (valkey-py's parser), enough to make concurrent writes miss their
+deadline; 360 take a few milliseconds (docs/architecture.md, Limits)."""
 
 
 class UnsupportedMediaType(Exception):  # noqa: N818
@@ -45,7 +52,7 @@ class UnsupportedMediaType(Exception):  # noqa: N818
 
 
 class BadIdempotencyKey(ValueError):  # noqa: N818
-    """The Idempotency-Key header is empty, too long or not printable ASCII."""
+    """The Idempotency-Key header is empty, too long, not printable ASCII, or sent more than once."""
 
 
 class UnknownMunicipality(LookupError):  # noqa: N818
@@ -118,9 +125,14 @@ def _body_type(request: Request[Any, Any, Any]) -> None:
 
 
 def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
+    keys = request.headers.getall("idempotency-key", [])
+    if not keys:
         return None
+    if len(keys) > 1:
+        # Which one would the client mean? Using the first silently could replay another request.
+        msg = f"send one Idempotency-Key header, not {len(keys)}"
+        raise BadIdempotencyKey(msg)
+    key = keys[0]
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
         msg = f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
         raise BadIdempotencyKey(msg)
@@ -301,7 +313,7 @@ class Conditions(msgspec.Struct):
 class Point(msgspec.Struct):
     """One time-series bucket: means over `[start, start + interval)`."""
 
-    start: str
+    start: datetime
     temperature: float
     humidity: float
     count: int
@@ -333,9 +345,33 @@ async def averages(state: State) -> dict[str, dict[str, float]]:
     return result
 
 
-def _iso(ms: int) -> str:
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+def _series(closed: list[tuple[bytes, dict[bytes, bytes]]], bucket: dict[bytes, bytes], points: int) -> list[Point]:
+    """The last `points` buckets, oldest first: closed ones (newest first from XREVRANGE), then the open one.
+
+    Kept cheap per point (about 1 us: a datetime that msgspec encodes, no string formatting),
+    since `MAX_POINTS` of them are built on the event loop.
+    """
+    series = [
+        Point(
+            _utc(int(entry_id.partition(b"-")[0])),  # ids are `<bucket start ms>-0`
+            float(fields[b"temperature"]),
+            float(fields[b"humidity"]),
+            int(fields[b"count"]),
+            True,  # noqa: FBT003 - positional for speed, like the fields above
+        )
+        for entry_id, fields in reversed(closed)
+    ]
+    if bucket:
+        n = int(bucket[b"count"])
+        start = _utc(int(bucket[b"start"]))
+        series.append(
+            Point(start, float(bucket[b"temperature_sum"]) / n, float(bucket[b"humidity_sum"]) / n, n, False),  # noqa: FBT003
+        )
+    return series[-points:]
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _measure(
@@ -354,12 +390,16 @@ def _measure(
 async def municipality(
     state: State,
     municipality: FromPath[str],
-    points: Annotated[int, QueryParameter(ge=1, le=8640, description="Time-series buckets to return")] = 60,
+    points: Annotated[
+        int,
+        QueryParameter(ge=1, le=MAX_POINTS, description=f"Time-series buckets to return (1 to {MAX_POINTS})"),
+    ] = 60,
 ) -> Municipality:
     """Count, means, extremes, weather counts and recent series of one municipality."""
     name = state.validator.municipality(municipality)
     if name is None:
-        msg = f"unknown municipality {municipality!r}; accepted: {', '.join(state.validator.municipalities)}"
+        shown = municipality if len(municipality) <= MAX_NAME_LENGTH else municipality[:MAX_NAME_LENGTH] + "..."
+        msg = f"unknown municipality {shown!r}; accepted: {', '.join(state.validator.municipalities)}"
         raise UnknownMunicipality(msg)
     raw = await state.store.municipality(name, points)
     count = int(raw["count"] or 0)
@@ -368,27 +408,6 @@ async def municipality(
     conditions = [(k.decode(), int(v)) for k, v in raw["conditions"]]  # ascending by count
     counts = dict.fromkeys(state.settings.weathers, 0) | dict(conditions)
     seen = [w for w, c in conditions if c > 0]
-    series = [
-        Point(
-            start=_iso(int(entry_id.split(b"-")[0])),
-            temperature=float(fields[b"temperature"]),
-            humidity=float(fields[b"humidity"]),
-            count=int(fields[b"count"]),
-            complete=True,
-        )
-        for entry_id, fields in reversed(raw["series"])
-    ]
-    if bucket := raw["bucket"]:
-        n = int(bucket[b"count"])
-        series.append(
-            Point(
-                start=_iso(int(bucket[b"start"])),
-                temperature=float(bucket[b"temperature_sum"]) / n,
-                humidity=float(bucket[b"humidity_sum"]) / n,
-                count=n,
-                complete=False,
-            ),
-        )
     return Municipality(
         municipality=name,
         count=count,
@@ -399,7 +418,7 @@ async def municipality(
             most_common=seen[-1] if seen else None,
             least_common=conditions[0][0] if seen else None,
         ),
-        series=series[-points:],
+        series=_series(raw["series"], raw["bucket"], points),
     )
 
 
@@ -462,7 +481,7 @@ def create_app(
     if tracer_provider is None and settings.telemetry:
         from weather_api.telemetry import tracer_provider as make_provider  # noqa: PLC0415
 
-        tracer_provider = make_provider(env or {})
+        tracer_provider = make_provider(env or {}, sampled_parents_per_second=settings.sampled_parents_per_second)
     tracer = tracer_provider.get_tracer("weather_api") if settings.telemetry and tracer_provider else trace.NoOpTracer()
 
     access_log = AccessLog() if settings.telemetry and settings.access_log else None
