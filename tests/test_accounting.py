@@ -105,7 +105,7 @@ def test_the_largest_batch_fits_the_body_limit_when_indented(api: Api, valkey_ur
         for _ in range(500)
     ]
     body = json.dumps(reports, indent=4).encode()
-    assert len(body) > 80_000  # about 165 bytes a report: over the old 64 KiB limit
+    assert len(body) > 80_000  # about 165 bytes a report: over the old limit of 64 KiB
     response = httpx.post(api.url + "/api/weather/batch", content=body, headers=JSON_HEADERS, timeout=30)
     assert response.status_code == 201, response.text
     assert response.json()["count"] == 500
