@@ -97,13 +97,18 @@ def test_four_clients_reading_the_largest_answer_cost_concurrent_posts_no_503(
     assert posts[201] >= 10
 
 
-def test_points_over_the_cap_are_a_problem(api: Api) -> None:
-    """`points` above the documented cap is a 400 problem, not a larger answer."""
+def test_points_over_the_cap_are_a_problem_naming_the_parameter(api: Api) -> None:
+    """`points` above the documented cap is a 400 problem naming `points`, not a larger answer."""
     cap = _points_cap(api)
     assert cap <= 360
-    response = httpx.get(api.url + "/api/municipalities/chinautla", params={"points": cap + 1}, timeout=10)
+    padding = "x" * 4000  # an unknown parameter: the problem must not echo the query string
+    response = httpx.get(
+        api.url + "/api/municipalities/chinautla", params={"points": cap + 1, "pad": padding}, timeout=10
+    )
     assert response.status_code == 400
     assert response.headers["content-type"] == "application/problem+json"
+    assert [e["field"] for e in response.json()["errors"]] == ["points"]
+    assert padding not in response.text
 
 
 def test_names_over_the_length_limit_are_refused_before_normalising(api: Api, valkey_url: str) -> None:

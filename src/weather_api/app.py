@@ -18,7 +18,7 @@ import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import ParamType
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -108,14 +108,25 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     elif isinstance(exc, UnknownMunicipality):
         problem = _problem(404, "Unknown municipality", str(exc))
     elif isinstance(exc, HTTPException):
-        if exc.status_code == 413 and request.method == "POST":
-            _reject(request, "body_too_large")
-        title = str(exc.detail) if exc.detail else "Error"
-        problem = _problem(exc.status_code, title, title, headers=exc.headers, type_="about:blank")
+        problem = _http_problem(request, exc)
     else:
         log.error("unhandled error", exc_info=exc)
         problem = _problem(500, "Internal error", "the service failed; see its log")
     return problem.to_response(request)
+
+
+def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> ProblemDetailsException:
+    """Litestar's own HTTP errors (404, 405, 413, a query parameter out of range, ...)."""
+    if isinstance(exc, ValidationException):
+        # Litestar's detail repeats the whole URL, query string included; name the parameter.
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        errors = [{"field": str(e.get("key")), "message": str(e.get("message"))} for e in extra if isinstance(e, dict)]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid parameter"
+        return _problem(400, "Invalid parameter", detail, errors=errors)
+    if exc.status_code == 413 and request.method == "POST":
+        _reject(request, "body_too_large")
+    title = str(exc.detail) if exc.detail else "Error"
+    return _problem(exc.status_code, title, title, headers=exc.headers, type_="about:blank")
 
 
 def _body_type(request: Request[Any, Any, Any]) -> None:
