@@ -13,6 +13,7 @@ import httpx
 import valkey
 
 from tests.conftest import Api, wait_until
+from tests.test_cli import _serve_and_fail
 
 REPORT = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -144,6 +145,12 @@ def test_names_over_the_length_limit_are_refused_before_normalising(api: Api, va
     long_path = httpx.get(f"{api.url}/api/municipalities/{'x' * 8000}", timeout=10)
     assert long_path.status_code == 404
     assert len(long_path.content) < 1000  # the name is not echoed back in full
+
+
+def test_a_configured_municipality_over_the_length_limit_is_a_settings_error() -> None:
+    """A name no request could ever match is refused at startup (exit 2), naming the variable."""
+    result = _serve_and_fail(WEATHER_MUNICIPALITIES="mixco," + "x" * (NAME_LIMIT + 1))
+    assert "WEATHER_MUNICIPALITIES" in result.stderr
 
 
 def test_access_lines_keep_a_bounded_part_of_the_path(start_api: Callable[..., Api], valkey_url: str) -> None:

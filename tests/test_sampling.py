@@ -17,6 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from tests.conftest import Api
+from tests.test_cli import _serve_and_fail
 from weather_api.settings import Settings
 from weather_api.telemetry import tracer_provider
 
@@ -124,3 +125,9 @@ def test_a_real_process_follows_sampled_callers_only_up_to_the_ceiling(
     assert all(t is not None and t.startswith(f"00-{trace_id}-") for t in answers)
     followed = sum(t is not None and _sampled_flag(t) for t in answers)
     assert 5 <= followed <= 5 + 5 * elapsed + 1, (followed, elapsed)
+
+
+def test_a_negative_ceiling_is_a_settings_error() -> None:
+    """WEATHER_SAMPLED_PARENTS_PER_SECOND=-1 stops `serve` with exit 2, naming the variable."""
+    result = _serve_and_fail(WEATHER_SAMPLED_PARENTS_PER_SECOND="-1")
+    assert "WEATHER_SAMPLED_PARENTS_PER_SECOND" in result.stderr

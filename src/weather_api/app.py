@@ -40,11 +40,11 @@ PROBLEM = "application/problem+json"
 JSON = "application/json"
 MAX_IDEMPOTENCY_KEY = 255
 MAX_POINTS = 360
-"""Most time-series buckets one request returns (1 h at the default 10 s interval, ~45 KB).
+"""Most time-series buckets one request returns (1 h at the default 10 s interval, ~44 KB).
 
-Bounds the cost of the largest answer where it is incurred: decoding 8,640 buckets from Valkey
-took ~180 ms of the event loop (valkey-py's parser), enough to make concurrent writes miss their
-deadline; 360 take a few milliseconds (docs/architecture.md, Limits)."""
+Bounds the cost of the largest answer where it is incurred: 8,640 buckets (a day) took ~185 ms
+of the event loop, mostly valkey-py decoding the reply, enough to make concurrent writes miss
+their deadline; 360 take ~8 ms (`bench/series.py`; docs/architecture.md, Limits)."""
 
 
 class UnsupportedMediaType(Exception):  # noqa: N818

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from weather_api.model import WEATHERS, canonical
+from weather_api.model import MAX_NAME_LENGTH, WEATHERS, canonical
 
 DEFAULT_MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
 
@@ -127,6 +127,9 @@ class Settings:
             parsed = tuple(dict.fromkeys(canonical(n.strip()) for n in names.split(",") if n.strip()))
             if not parsed:
                 msg = "WEATHER_MUNICIPALITIES is empty"
+                raise SettingsError(msg)
+            if too_long := [n for n in parsed if len(n) > MAX_NAME_LENGTH]:
+                msg = f"WEATHER_MUNICIPALITIES: {too_long[0][:MAX_NAME_LENGTH]}... is over {MAX_NAME_LENGTH} characters"
                 raise SettingsError(msg)
             values["municipalities"] = parsed
         values.update(_numbers(env))
