@@ -93,6 +93,13 @@ def test_the_standard_ratio_variable_keeps_the_ceiling() -> None:
     provider.shutdown()
 
 
+def test_a_ratio_outside_0_to_1_falls_back_to_one_percent_not_to_everything() -> None:
+    """OTEL_TRACES_SAMPLER_ARG=2 is refused (the SDK would trace every request); 1 % stays."""
+    provider = _provider({"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "2"})
+    assert 100 <= _sampled(provider, 20_000) <= 300
+    provider.shutdown()
+
+
 def _traceparents(api: Api, n: int, traceparent: str | None) -> list[str | None]:
     """The `traceparent` of each of `n` answers to GET /health (None when there is none)."""
     headers = {"traceparent": traceparent} if traceparent else {}
