@@ -11,13 +11,14 @@ import os
 import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Litestar, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.enums import ParamType
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
@@ -28,7 +29,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from weather_api import __version__
-from weather_api.model import WEATHERS, InvalidReport, Validator
+from weather_api.model import MAX_NAME_LENGTH, WEATHERS, InvalidReport, Validator
 from weather_api.settings import DEFAULT_MUNICIPALITIES, Settings
 from weather_api.store import IdempotencyConflict, Store, StoreUnavailable, connect
 from weather_api.telemetry import AccessLog, Metrics, RequestTelemetry
@@ -38,6 +39,12 @@ log = logging.getLogger("weather_api")
 PROBLEM = "application/problem+json"
 JSON = "application/json"
 MAX_IDEMPOTENCY_KEY = 255
+MAX_POINTS = 360
+"""Most time-series buckets one request returns (1 h at the default 10 s interval, ~44 KB).
+
+Bounds the cost of the largest answer where it is incurred: 8,640 buckets (a day) took ~185 ms
+of the event loop, mostly valkey-py decoding the reply, enough to make concurrent writes miss
+their deadline; 360 take ~8 ms (`bench/series.py`; docs/architecture.md, Limits)."""
 
 
 class UnsupportedMediaType(Exception):  # noqa: N818
@@ -45,7 +52,7 @@ class UnsupportedMediaType(Exception):  # noqa: N818
 
 
 class BadIdempotencyKey(ValueError):  # noqa: N818
-    """The Idempotency-Key header is empty, too long or not printable ASCII."""
+    """The Idempotency-Key header is empty, too long, not printable ASCII, or sent more than once."""
 
 
 class UnknownMunicipality(LookupError):  # noqa: N818
@@ -102,14 +109,25 @@ def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     elif isinstance(exc, UnknownMunicipality):
         problem = _problem(404, "Unknown municipality", str(exc))
     elif isinstance(exc, HTTPException):
-        if exc.status_code == 413 and request.method == "POST":
-            _reject(request, "body_too_large")
-        title = str(exc.detail) if exc.detail else "Error"
-        problem = _problem(exc.status_code, title, title, headers=exc.headers, type_="about:blank")
+        problem = _http_problem(request, exc)
     else:
         log.error("unhandled error", exc_info=exc)
         problem = _problem(500, "Internal error", "the service failed; see its log")
     return problem.to_response(request)
+
+
+def _http_problem(request: Request[Any, Any, Any], exc: HTTPException) -> ProblemDetailsException:
+    """Litestar's own HTTP errors (404, 405, 413, a query parameter out of range, ...)."""
+    if isinstance(exc, ValidationException):
+        # Litestar's detail repeats the whole URL, query string included; name the parameter.
+        extra = exc.extra if isinstance(exc.extra, list) else []
+        errors = [{"field": str(e.get("key")), "message": str(e.get("message"))} for e in extra if isinstance(e, dict)]
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors) or "invalid parameter"
+        return _problem(400, "Invalid parameter", detail, errors=errors)
+    if exc.status_code == 413 and request.method == "POST":
+        _reject(request, "body_too_large")
+    title = str(exc.detail) if exc.detail else "Error"
+    return _problem(exc.status_code, title, title, headers=exc.headers, type_="about:blank")
 
 
 def _body_type(request: Request[Any, Any, Any]) -> None:
@@ -119,9 +137,14 @@ def _body_type(request: Request[Any, Any, Any]) -> None:
 
 
 def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
+    keys = request.headers.getall("idempotency-key", [])
+    if not keys:
         return None
+    if len(keys) > 1:
+        # Which one would the client mean? Using the first silently could replay another request.
+        msg = f"send one Idempotency-Key header, not {len(keys)}"
+        raise BadIdempotencyKey(msg)
+    key = keys[0]
     if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
         msg = f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
         raise BadIdempotencyKey(msg)
@@ -302,7 +325,7 @@ class Conditions(msgspec.Struct):
 class Point(msgspec.Struct):
     """One time-series bucket: means over `[start, start + interval)`."""
 
-    start: str
+    start: datetime
     temperature: float
     humidity: float
     count: int
@@ -334,9 +357,33 @@ async def averages(state: State) -> dict[str, dict[str, float]]:
     return result
 
 
-def _iso(ms: int) -> str:
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+def _series(closed: list[tuple[bytes, dict[bytes, bytes]]], bucket: dict[bytes, bytes], points: int) -> list[Point]:
+    """The last `points` buckets, oldest first: closed ones (newest first from XREVRANGE), then the open one.
+
+    Kept cheap per point (about 1 us: a datetime that msgspec encodes, no string formatting),
+    since `MAX_POINTS` of them are built on the event loop.
+    """
+    series = [
+        Point(
+            _utc(int(entry_id.partition(b"-")[0])),  # ids are `<bucket start ms>-0`
+            float(fields[b"temperature"]),
+            float(fields[b"humidity"]),
+            int(fields[b"count"]),
+            True,  # noqa: FBT003 - positional for speed, like the fields above
+        )
+        for entry_id, fields in reversed(closed)
+    ]
+    if bucket:
+        n = int(bucket[b"count"])
+        start = _utc(int(bucket[b"start"]))
+        series.append(
+            Point(start, float(bucket[b"temperature_sum"]) / n, float(bucket[b"humidity_sum"]) / n, n, False),  # noqa: FBT003
+        )
+    return series[-points:]
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
 
 
 def _measure(
@@ -355,12 +402,16 @@ def _measure(
 async def municipality(
     state: State,
     municipality: FromPath[str],
-    points: Annotated[int, QueryParameter(ge=1, le=8640, description="Time-series buckets to return")] = 60,
+    points: Annotated[
+        int,
+        QueryParameter(ge=1, le=MAX_POINTS, description=f"Time-series buckets to return (1 to {MAX_POINTS})"),
+    ] = 60,
 ) -> Municipality:
     """Count, means, extremes, weather counts and recent series of one municipality."""
     name = state.validator.municipality(municipality)
     if name is None:
-        msg = f"unknown municipality {municipality!r}; accepted: {', '.join(state.validator.municipalities)}"
+        shown = municipality if len(municipality) <= MAX_NAME_LENGTH else municipality[:MAX_NAME_LENGTH] + "..."
+        msg = f"unknown municipality {shown!r}; accepted: {', '.join(state.validator.municipalities)}"
         raise UnknownMunicipality(msg)
     raw = await state.store.municipality(name, points)
     count = int(raw["count"] or 0)
@@ -369,27 +420,6 @@ async def municipality(
     conditions = [(k.decode(), int(v)) for k, v in raw["conditions"]]  # ascending by count
     counts = dict.fromkeys(state.settings.weathers, 0) | dict(conditions)
     seen = [w for w, c in conditions if c > 0]
-    series = [
-        Point(
-            start=_iso(int(entry_id.split(b"-")[0])),
-            temperature=float(fields[b"temperature"]),
-            humidity=float(fields[b"humidity"]),
-            count=int(fields[b"count"]),
-            complete=True,
-        )
-        for entry_id, fields in reversed(raw["series"])
-    ]
-    if bucket := raw["bucket"]:
-        n = int(bucket[b"count"])
-        series.append(
-            Point(
-                start=_iso(int(bucket[b"start"])),
-                temperature=float(bucket[b"temperature_sum"]) / n,
-                humidity=float(bucket[b"humidity_sum"]) / n,
-                count=n,
-                complete=False,
-            ),
-        )
     return Municipality(
         municipality=name,
         count=count,
@@ -400,7 +430,7 @@ async def municipality(
             most_common=seen[-1] if seen else None,
             least_common=conditions[0][0] if seen else None,
         ),
-        series=series[-points:],
+        series=_series(raw["series"], raw["bucket"], points),
     )
 
 
@@ -463,7 +493,7 @@ def create_app(
     if tracer_provider is None and settings.telemetry:
         from weather_api.telemetry import tracer_provider as make_provider  # noqa: PLC0415
 
-        tracer_provider = make_provider(env or {})
+        tracer_provider = make_provider(env or {}, sampled_parents_per_second=settings.sampled_parents_per_second)
     tracer = tracer_provider.get_tracer("weather_api") if settings.telemetry and tracer_provider else trace.NoOpTracer()
 
     access_log = AccessLog() if settings.telemetry and settings.access_log else None

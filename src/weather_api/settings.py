@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from weather_api.model import WEATHERS, canonical
+from weather_api.model import MAX_NAME_LENGTH, WEATHERS, canonical
 
 DEFAULT_MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
 
@@ -63,8 +63,12 @@ class Settings:
     valkey_max_connections: int = 64
     """Connection pool cap; a request waits at most `valkey_timeout` for a free connection."""
 
-    max_body_bytes: int = 65536
-    """Larger request bodies are refused with 413 before they are read in full."""
+    max_body_bytes: int = 98304
+    """Larger request bodies are refused with 413 before they are read in full.
+
+    96 KiB: the largest batch (500 reports) indented as json.dumps(indent=4) writes it, with
+    17-digit numbers, is about 85 KB; and the Ingress's 128 KiB stays above it, so that clients
+    get this service's 413 problem, not nginx's page."""
 
     max_batch: int = 500
     """Most reports in one batch request."""
@@ -102,6 +106,13 @@ class Settings:
     idempotency_ttl: int = 86400
     """Seconds an Idempotency-Key's first answer is kept."""
 
+    sampled_parents_per_second: float = 10.0
+    """Most traces a second started because a caller's `traceparent` asked for sampling.
+
+    The ceiling on what clients can make the service trace: without it, a client sending
+    `traceparent: ...-01` on every request had every request traced (~28 % more CPU per
+    request, and a flood of spans for the collector)."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from `WEATHER_*` variables; unknown values raise SettingsError."""
@@ -116,6 +127,9 @@ class Settings:
             parsed = tuple(dict.fromkeys(canonical(n.strip()) for n in names.split(",") if n.strip()))
             if not parsed:
                 msg = "WEATHER_MUNICIPALITIES is empty"
+                raise SettingsError(msg)
+            if too_long := [n for n in parsed if len(n) > MAX_NAME_LENGTH]:
+                msg = f"WEATHER_MUNICIPALITIES: {too_long[0][:MAX_NAME_LENGTH]}... is over {MAX_NAME_LENGTH} characters"
                 raise SettingsError(msg)
             values["municipalities"] = parsed
         values.update(_numbers(env))
@@ -137,6 +151,7 @@ _NUMBERS: dict[str, tuple[str, type[int | float], float]] = {
     "WEATHER_SERIES_INTERVAL": ("series_interval", int, 1),
     "WEATHER_SERIES_MAXLEN": ("series_maxlen", int, 1),
     "WEATHER_RECENT_MAXLEN": ("recent_maxlen", int, 1),
+    "WEATHER_SAMPLED_PARENTS_PER_SECOND": ("sampled_parents_per_second", float, 0),
 }
 """Numeric variables: (Settings field, type, lowest accepted value)."""
 
