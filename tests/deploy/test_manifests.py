@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from tests.deploy.conftest import DEPLOY, REPO, Rendered
+from weather_api.settings import Settings
 
 OBSERVABILITY = REPO / "observability"
 LOADTEST = REPO / "loadtest"
@@ -181,10 +182,12 @@ def test_ingress_exposes_the_api_and_docs_but_not_metrics(rendered: Rendered) ->
 
 
 def test_ingress_limits_bodies_to_128_kib_and_pod_times_to_5_10_10_seconds(rendered: Rendered) -> None:
-    """The values deploy/README.md promises: 128 KiB bodies (above the API's 64 KiB), 5/10/10 s to a pod."""
+    """The values deploy/README.md promises: 128 KiB bodies (above the API's own limit), 5/10/10 s to a pod."""
     annotations = rendered.get("Ingress", "weather-api")["metadata"]["annotations"]
     nginx = {k.removeprefix("nginx.ingress.kubernetes.io/"): v for k, v in annotations.items()}
     assert nginx["proxy-body-size"] == "128k"
+    # Above the API's limit, so that the API's own 413 problem document is what clients see.
+    assert Settings().max_body_bytes < 128 * 1024
     assert nginx["client-body-buffer-size"] == "128k"
     assert (nginx["proxy-connect-timeout"], nginx["proxy-send-timeout"], nginx["proxy-read-timeout"]) == (
         "5",
