@@ -141,6 +141,18 @@ def test_a_refusing_valkey_gets_503_writes_nothing_and_ready_says_so(
     assert sample("weather_valkey_errors_total", {"operation": "record", "error": "response"}) is None
 
 
+def test_ready_after_function_flush_loads_the_library_again_and_answers_200(own_valkey: ValkeyServer) -> None:
+    """FUNCTION FLUSH behind the API's back: the next /ready loads the library and answers 200, never 500."""
+    client = valkey.Valkey(**own_valkey.connection_kwargs)
+    with TestClient(_app(own_valkey.connection_url, Metrics())) as api:
+        assert api.get("/ready").status_code == 200
+        client.function_flush()
+        assert api.get("/ready").status_code == 200
+        assert client.function_list(LIBRARY)
+        client.function_flush()
+        assert _post(api, REPORT).status_code == 201
+
+
 def test_a_valkey_busy_with_a_script_gets_503_and_nothing_is_written(own_valkey: ValkeyServer) -> None:
     """A script running past busy-reply-threshold makes Valkey answer BUSY: 503, counted, nothing written."""
     client = valkey.Valkey(**own_valkey.connection_kwargs)
