@@ -49,8 +49,8 @@ def own_valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
 
 @pytest.fixture
 def primary(tmp_path: Path) -> Iterator[ValkeyServer]:
-    """Another Valkey, for the first to become a replica of."""
-    server = ValkeyServer(port=free_port(), data_dir=tmp_path / "primary")
+    """Another Valkey, for the first to become a replica of (sending its data at once)."""
+    server = ValkeyServer(port=free_port(), data_dir=tmp_path / "primary", **{"repl-diskless-sync-delay": "0"})
     server.start()
     yield server
     server.stop()
