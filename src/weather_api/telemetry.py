@@ -66,6 +66,7 @@ log = logging.getLogger("weather_api")
 # a bucket boundary so the SLO is read off exactly.
 HTTP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 VALKEY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0)
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 UNMATCHED = "unmatched"
 """Route label of requests that matched no route: one series, whatever the path."""
 
@@ -143,6 +144,12 @@ class Metrics:
             "weather_valkey_errors",
             "Valkey calls that failed, by kind of failure.",
             ["operation", "error"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "weather_event_loop_lag_seconds",
+            "How late the event loop ran a 50 ms timer; the rate of the sum is the share of time it was held.",
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         build = Gauge(
