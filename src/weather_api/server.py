@@ -235,15 +235,12 @@ class Protocol(HttpToolsProtocol):
             return
         self.data_received(data[left:])  # the head ended within the budget: the rest is body or next requests
 
-    def on_header(self, name: bytes, value: bytes) -> None:
-        """Keep the header, unless there are too many: then stop the parse (431)."""
-        super().on_header(name, value)
-        if len(self.headers) > self.limits.max_headers:
-            self._too_many_headers = True
-            raise _TooManyHeaders
-
     def on_headers_complete(self) -> None:
-        """The head is in: stop its deadline; run the app, or the over-capacity answer."""
+        """The head is in: stop its deadline; run the app, or the over-capacity answer, or refuse it."""
+        if len(self.headers) > self.limits.max_headers:
+            # Counted here, not per header: the byte budget already bounds what was kept.
+            self._too_many_headers = True
+            raise _TooManyHeaders  # httptools stops; uvicorn answers through send_400_response
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
