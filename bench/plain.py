@@ -1,41 +1,34 @@
-"""weather-api on uvicorn's own HTTP protocol, as it was served before weather_api.server.
+"""`weather-api serve` on uvicorn's own HTTP protocol: what weather_api.server.Protocol costs.
 
-`python -m bench.plain --port N [--http httptools|h11]`: the same app and settings as
-`weather-api serve` (environment included), on uvicorn's `HttpToolsProtocol` with
-`limit_concurrency` (or its h11 protocol with a 16 KiB `h11_max_incomplete_event_size`), without
-the deadlines, head limits and caps of `weather_api.server.Protocol`: what those cost.
+`python -m bench.plain [--http httptools|h11] --port N`: exactly `weather-api serve` (same CLI,
+environment, app, logging and uvicorn settings), except that uvicorn gets its own
+`HttpToolsProtocol` (or `H11Protocol`, which bounds a head with h11's default 16 KiB
+`max_incomplete_event_size`) instead of `weather_api.server.Protocol`: no deadlines, no head
+budget, no request cap.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import asyncio
 
-import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from weather_api.app import create_app
-from weather_api.settings import Settings
+from weather_api import cli, server
+
+PROTOCOLS: dict[str, type[asyncio.Protocol]] = {"httptools": HttpToolsProtocol, "h11": H11Protocol}
 
 
 def main() -> None:
     """Serve until terminated."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--http", choices=["httptools", "h11"], default="httptools")
+    parser.add_argument("--http", choices=list(PROTOCOLS), default="httptools")
+    parser.add_argument("--port", required=True)
     args = parser.parse_args()
-    settings = Settings.from_env(os.environ)
-    uvicorn.run(
-        create_app(settings, env=os.environ),
-        port=args.port,
-        loop="uvloop",
-        http=args.http,
-        h11_max_incomplete_event_size=settings.max_head_bytes,
-        log_config=None,
-        access_log=False,
-        limit_concurrency=settings.max_concurrency,
-        timeout_graceful_shutdown=settings.shutdown_timeout,
-        server_header=False,
-    )
+    chosen = PROTOCOLS[args.http]
+    server.protocol = lambda _settings, _app: chosen  # type: ignore[assignment,return-value]  # the one difference
+    cli.main(["serve", "--port", args.port])
 
 
 if __name__ == "__main__":

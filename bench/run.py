@@ -10,9 +10,9 @@ interleaved rounds so that drift on the machine hits all of them alike:
 
 and, when named with --systems, what weather_api.server's connection limits cost:
 
-- `uvicorn protocol`: weather-api as shipped but on uvicorn's own httptools protocol
-  (bench/plain.py: no deadlines, head limits or request cap; uvicorn's `limit_concurrency`);
-- `uvicorn h11`: the same on uvicorn's h11 protocol with a 16 KiB `h11_max_incomplete_event_size`.
+- `uvicorn protocol`: `weather-api serve` on uvicorn's own `HttpToolsProtocol` (bench/plain.py:
+  no deadlines, no head budget, no request cap);
+- `uvicorn h11`: the same on uvicorn's `H11Protocol` (heads bounded at h11's default 16 KiB).
 
 Prints a Markdown table with the median of the rounds and the ratios the targets are about,
 and each server's CPU time per request (read from /proc), which varies less than req/s when the
