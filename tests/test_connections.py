@@ -271,7 +271,7 @@ def test_over_capacity_is_a_counted_problem_with_retry_after(start_api: Callable
         counted = _requests(api)
     assert counted[("GET", "unmatched", "503")] == 1
     assert httpx.get(api.url + "/stats", timeout=10).status_code == 200  # capacity is back once they are gone
-    assert "over capacity: 1 requests answered 503" in api.output()
+    assert "over capacity: answered 503 to 1 request(s)" in api.output()
 
 
 def test_a_body_that_stops_coming_is_408_and_recorded_as_408(start_api: Callable[..., Api], valkey_url: str) -> None:

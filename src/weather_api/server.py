@@ -9,7 +9,8 @@ httptools_impl.py, h11_impl.py, flow_control.py, config.py, server.py), and what
   httptools concatenates a header's pieces however long it grows (`_on_header_value` in
   httptools' parser.pyx), so a 64 MiB header is buffered and answered. uvicorn's h11 protocol
   bounds the head (`h11_max_incomplete_event_size`) but has no head timer either and parses in
-  pure Python. `Protocol` subclasses `HttpToolsProtocol` and adds, through its own callbacks:
+  pure Python: 55-75 us more CPU per request than httptools here (`task bench`, see
+  docs/performance.md). `Protocol` subclasses `HttpToolsProtocol` and adds, through its callbacks:
   a head deadline, a body deadline, a byte budget for each request head, counted as bytes arrive
   and enforced before they reach the parser, and a cap on header lines.
 - uvicorn's `limit_concurrency` compares open connections, idle ones included, with the cap, and
@@ -26,8 +27,9 @@ httptools_impl.py, h11_impl.py, flow_control.py, config.py, server.py), and what
   document, never interleaved with a response in progress, and the request is recorded with the
   status its client got (`telemetry.ANSWERED`).
 
-The cost, measured with `task bench` against plain `HttpToolsProtocol`: see docs/performance.md.
-Tests: tests/test_connections.py, against real `weather-api serve` processes.
+Cost: ~0.9 us of CPU per request over plain `HttpToolsProtocol` (`python -m bench.protocol`;
+within the noise of `task bench --systems "telemetry on" "uvicorn protocol"`), see
+docs/performance.md. Tests: tests/test_connections.py, against real `weather-api serve` processes.
 """
 
 from __future__ import annotations
@@ -268,7 +270,11 @@ class Protocol(HttpToolsProtocol):
         shared.shed += 1
         now = self.loop.time()
         if now >= shared.next_warning:
-            log.warning("over capacity: %d requests answered 503", shared.shed, extra={"cap": self.limits.max_requests})
+            log.warning(
+                "over capacity: answered 503 to %d request(s) since the last warning (WEATHER_MAX_CONCURRENCY=%d)",
+                shared.shed,
+                self.limits.max_requests,
+            )
             shared.shed = 0
             shared.next_warning = now + SHED_WARNING_INTERVAL
 
