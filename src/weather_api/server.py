@@ -9,7 +9,7 @@ httptools_impl.py, h11_impl.py, flow_control.py, config.py, server.py), and what
   httptools concatenates a header's pieces however long it grows (`_on_header_value` in
   httptools' parser.pyx), so a 64 MiB header is buffered and answered. uvicorn's h11 protocol
   bounds the head (`h11_max_incomplete_event_size`) but has no head timer either and parses in
-  pure Python: 55-75 us more CPU per request than httptools here (`task bench`, see
+  pure Python: 70-80 us more CPU per request than httptools here (`task bench`, see
   docs/performance.md). `Protocol` subclasses `HttpToolsProtocol` and adds, through its callbacks:
   a head deadline, a body deadline, a byte budget for each request head, counted as bytes arrive
   and enforced before they reach the parser, and a cap on header lines.
