@@ -49,9 +49,8 @@ def _hang_up(signum: int, frame: FrameType | None) -> None:
 
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the API (and, without a Valkey URL, an embedded Valkey) until SIGINT/SIGTERM."""
-    import uvicorn  # noqa: PLC0415
-
     from weather_api.app import create_app  # noqa: PLC0415
+    from weather_api.server import run  # noqa: PLC0415
     from weather_api.telemetry import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_level)
@@ -81,18 +80,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
             f"  API:     {base}/api/weather\n  docs:    {base}/schema\n  metrics: {base}/metrics",
             flush=True,
         )
-        uvicorn.run(
-            create_app(settings, env=os.environ),
-            host=host,
-            port=port,
-            loop="uvloop",
-            http="httptools",
-            log_config=None,
-            access_log=False,  # ours is one JSON line with the trace id (WEATHER_ACCESS_LOG)
-            limit_concurrency=settings.max_concurrency,
-            timeout_graceful_shutdown=settings.shutdown_timeout,
-            server_header=False,
-        )
+        run(create_app(settings, env=os.environ), settings, host, port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -83,7 +83,7 @@ class Settings:
     """Raw reports kept per municipality (approximately: MAXLEN ~)."""
 
     max_concurrency: int = 1024
-    """Connections served at once; past it uvicorn answers 503 instead of queueing."""
+    """Requests in progress at once; past it 503 + Retry-After instead of queueing (not /health, /metrics)."""
 
     shutdown_timeout: int = 20
     """Seconds SIGTERM waits for in-flight requests before closing connections."""
@@ -112,6 +112,22 @@ class Settings:
     The ceiling on what clients can make the service trace: without it, a client sending
     `traceparent: ...-01` on every request had every request traced (~28 % more CPU per
     request, and a flood of spans for the collector)."""
+
+    header_timeout: float = 10.0
+    """Seconds a request head may take: from a connection's opening, or from the first bytes of a
+    kept-alive connection's next request; past it the connection is closed (408 if part came)."""
+
+    body_timeout: float = 10.0
+    """Seconds a request body may take after its head; past it: 408, connection closed."""
+
+    max_head_bytes: int = 16384
+    """Largest request head (request line and headers); a larger one gets 431, unread."""
+
+    max_headers: int = 100
+    """Most header lines in a request head; more get 431."""
+
+    max_connections: int = 2048
+    """Open client connections; a new one past it closes the connection idle the longest."""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -152,6 +168,11 @@ _NUMBERS: dict[str, tuple[str, type[int | float], float]] = {
     "WEATHER_SERIES_MAXLEN": ("series_maxlen", int, 1),
     "WEATHER_RECENT_MAXLEN": ("recent_maxlen", int, 1),
     "WEATHER_SAMPLED_PARENTS_PER_SECOND": ("sampled_parents_per_second", float, 0),
+    "WEATHER_HEADER_TIMEOUT": ("header_timeout", float, 0.1),
+    "WEATHER_BODY_TIMEOUT": ("body_timeout", float, 0.1),
+    "WEATHER_MAX_HEAD_BYTES": ("max_head_bytes", int, 1024),
+    "WEATHER_MAX_HEADERS": ("max_headers", int, 8),
+    "WEATHER_MAX_CONNECTIONS": ("max_connections", int, 1),
 }
 """Numeric variables: (Settings field, type, lowest accepted value)."""
 

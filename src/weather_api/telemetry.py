@@ -95,6 +95,11 @@ CLIENT_CLOSED = 499
 MAX_LOGGED_PATH = 256
 """Characters of the path (and method) kept in access lines and spans; longer ones are cut."""
 
+ANSWERED = "weather_api.answered"
+"""ASGI scope extension set by the server (`weather_api.server`) when it ended a request itself,
+e.g. a body with broken framing: `{"status": 400}`. What the app then tries to send never reaches
+the client, so this status is recorded instead."""
+
 
 class Metrics:
     """Every metric of the service, registered in one (injectable) registry."""
@@ -251,6 +256,10 @@ class RequestTelemetry:
         self._access_log = access_log
         self._histograms: dict[tuple[str, str, int], Histogram] = {}
 
+    def around(self, app: ASGIApp) -> RequestTelemetry:
+        """The same telemetry around another ASGI app (the server's over-capacity answer)."""
+        return RequestTelemetry(app, self._metrics, self._tracer, self._access_log)
+
     def _histogram(self, method: str, route: str, status: int) -> Histogram:
         # labels() takes a lock and builds a key on every call; the children are cached here.
         key = (method, route, status)
@@ -288,6 +297,8 @@ class RequestTelemetry:
             status = exchange.outcome()
             route = scope.get("path_template") or UNMATCHED
             path = _bounded(scope["path"])
+            if (extensions := scope.get("extensions")) and ANSWERED in extensions:
+                status = extensions[ANSWERED]["status"]  # type: ignore[assignment]
             if recording:
                 _finish(span, sent_method, route, path, status)
             duration = time.perf_counter() - start
