@@ -33,10 +33,26 @@ def configmap_volume(files: list[Path], directory: Path) -> Path:
 
 
 def loadtest_files() -> list[Path]:
-    """The files of the `locust-loadtest` ConfigMap, as deploy/base/locust/kustomization.yaml lists them."""
-    kustomization = yaml.safe_load(LOCUST_KUSTOMIZATION.read_text())
-    (generator,) = (g for g in kustomization["configMapGenerator"] if g["name"] == "locust-loadtest")
-    return [(LOCUST_KUSTOMIZATION.parent / path).resolve() for path in generator["files"]]
+    """The files of the `locust-loadtest` ConfigMap, found as kustomize does from deploy/base/locust/."""
+    files = _generator_files(LOCUST_KUSTOMIZATION.parent, "locust-loadtest")
+    if files is None:
+        msg = f"no configMapGenerator locust-loadtest under {LOCUST_KUSTOMIZATION.parent}"
+        raise LookupError(msg)
+    return files
+
+
+def _generator_files(folder: Path, name: str) -> list[Path] | None:
+    """The files of the ConfigMap generator `name` in this kustomization or one it references."""
+    kustomization = yaml.safe_load((folder / "kustomization.yaml").read_text())
+    for generator in kustomization.get("configMapGenerator", []):
+        if generator["name"] == name:
+            return [(folder / path).resolve() for path in generator["files"]]
+    for resource in kustomization.get("resources", []):
+        if (folder / resource / "kustomization.yaml").is_file():
+            found = _generator_files((folder / resource).resolve(), name)
+            if found is not None:
+                return found
+    return None
 
 
 def container_spec(manifest: Path) -> tuple[dict[str, Any], dict[str, Any]]:
