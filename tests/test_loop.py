@@ -66,6 +66,21 @@ def _post_in_background(api: Api) -> tuple[threading.Thread, list[httpx.Response
     return thread, answers
 
 
+def _unread_by(server: ValkeyServer) -> int:
+    """Bytes waiting in the (frozen) server's sockets, unread: a command was sent to it.
+
+    From the kernel's table of TCP sockets (/proc/net/tcp: local address, then tx:rx queues),
+    so the test knows the FCALL left the API before it stops the API's loop.
+    """
+    port = f"{server.port:04X}"
+    waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port}"):
+            waiting += int(fields[4].split(":")[1], 16)
+    return waiting
+
+
 def _in_flight(api: Api) -> float:
     # The scrape itself is one of them.
     return _samples(api)[("http_server_requests_in_flight", ())] - 1
@@ -79,15 +94,25 @@ def test_a_held_loop_shows_in_the_lag_metric_and_its_timeouts_are_not_valkeys(
     assert httpx.post(api.url + "/api/weather", json=REPORT).status_code == 201
     lag_before = _samples(api)[("weather_event_loop_lag_seconds_sum", ())]
 
-    with frozen(own_valkey):  # keeps the request waiting on Valkey while the loop is held
-        thread, answers = _post_in_background(api)
-        wait_until(lambda: _in_flight(api) >= 1, 5, "the request in flight")
-        with _stopped(api):
-            time.sleep(HOLD)  # the held loop under test: a known duration, not a wait for something
-        thread.join(10)
-    (answer,) = answers
-    assert answer.status_code == 503
-    assert "event loop blocked" in answer.json()["detail"]
+    for _attempt in range(5):
+        with frozen(own_valkey):  # keeps the request waiting on Valkey while the loop is held
+            thread, answers = _post_in_background(api)
+            wait_until(
+                lambda: _in_flight(api) >= 1 and _unread_by(own_valkey) > 0, 5, "a command waiting in the frozen Valkey"
+            )
+            with _stopped(api):
+                time.sleep(HOLD)  # the held loop under test: a known duration, not a wait for something
+            thread.join(10)
+        (answer,) = answers
+        assert answer.status_code == 503
+        assert "event loop blocked" in answer.json()["detail"]
+        # The scenario needs the report's FCALL sent before the hold ("outcome unknown"); the
+        # bytes seen waiting may have been the once-a-second `prepare`'s, with the report's
+        # still queued in the API ("before sending"): then try again.
+        if "outcome unknown" in answer.json()["detail"]:
+            break
+    else:
+        pytest.fail("the hold never came after the report's FCALL was sent, in 5 attempts")
     samples = _samples(api)
     assert samples[("weather_event_loop_lag_seconds_sum", ())] - lag_before >= HOLD - 0.1
     assert (

