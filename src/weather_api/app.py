@@ -21,7 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from weather_api.errors import to_problem
 from weather_api.lifespan import lifespan
 from weather_api.model import Validator
-from weather_api.openapi import openapi_config
+from weather_api.openapi import document, openapi_config
 from weather_api.routes import HANDLERS
 from weather_api.settings import Settings
 from weather_api.telemetry import AccessLog, Metrics, RequestTelemetry
@@ -65,6 +65,8 @@ def create_app(
         debug=False,
         logging_config=None,  # logging is configured once, as JSON lines, by the CLI
     )
+    # Built now, not on the first request for it, with what depends on these settings.
+    document(app.openapi_schema, settings)
     if settings.telemetry:
         # Around everything Litestar does, routing and error handling included, so that 404,
         # 405 and refused requests are measured like the rest (see telemetry's docstring).
