@@ -26,11 +26,11 @@ operation (404, 405), is not HTTP (400), or whose head does not arrive in time (
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 from litestar.enums import ParamType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Example,
     OpenAPI,
@@ -46,6 +46,7 @@ from litestar.openapi.spec import (
 )
 
 from weather_api import __version__
+from weather_api.docs_page import render_plugin
 from weather_api.ingest import MAX_IDEMPOTENCY_KEY
 from weather_api.responses import JSON, PROBLEM, Problem
 from weather_api.settings import Settings
@@ -62,7 +63,8 @@ REPORTS = "#/components/schemas/Reports"
 DESCRIPTION = """Weather reports in, exact live aggregates in Valkey out.
 
 Every error is an RFC 9457 problem document (`application/problem+json`), also where no
-operation is involved: a path that names none gets 404, a method the path does not serve 405
+operation is involved: a path that names none gets 404 (under `/schema/`, Litestar's HTML page),
+a method the path does not serve 405
 (with `Allow`), a request that is not HTTP/1.1 400, a request head that does not arrive within
 `WEATHER_HEADER_TIMEOUT` 408; the connection is closed after 400, 408 and 431."""
 
@@ -263,12 +265,12 @@ def document(openapi: OpenAPI, settings: Settings) -> None:
         conditions[extreme] = Schema(one_of=[Reference(WEATHER), Schema(type=OpenAPIType.NULL)])
 
 
-def openapi_config() -> OpenAPIConfig:
-    """The document's metadata and where it is served: /schema (Scalar), /schema/swagger."""
+def openapi_config(swagger_ui: Path) -> OpenAPIConfig:
+    """The document's metadata and where it is served: /schema/openapi.json, the docs page at /schema."""
     return OpenAPIConfig(
         title="weather-api",
         version=__version__,
         description=DESCRIPTION,
         path="/schema",
-        render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
+        render_plugins=[render_plugin(swagger_ui)],
     )
