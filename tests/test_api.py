@@ -104,7 +104,8 @@ def test_health_ready_and_schema(api: Api) -> None:
     assert {"/api/weather", "/api/weather/batch", "/stats", "/averages"} <= set(schema["paths"])
     post_op = schema["paths"]["/api/weather"]["post"]
     body = post_op["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["required"]) == set(REPORT)
+    assert body == {"$ref": "#/components/schemas/Report"}
+    assert set(schema["components"]["schemas"]["Report"]["required"]) == set(REPORT)
     assert {"201", "400", "413", "415", "422", "503"} <= set(post_op["responses"])
     assert post_op["parameters"][0]["name"] == "Idempotency-Key"
     assert httpx.get(api.url + "/schema/swagger").status_code == 200

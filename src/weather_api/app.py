@@ -5,6 +5,7 @@ ingest -> store -> settings; model and telemetry at the bottom):
 
 - `routes`: the handlers; `ingest`: the write path of both POST endpoints;
 - `responses`: the answers' types; `openapi`: what the OpenAPI document adds to the handlers;
+  `docs_page`: the docs page's pinned Swagger UI, served by the service;
 - `errors`: exceptions to RFC 9457 problem details, in one place;
 - `lifespan`: the store, the once-a-second ticker and the loop monitor, started and stopped.
 """
@@ -18,10 +19,11 @@ from litestar.datastructures import State
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
+from weather_api.docs_page import assets_router, swagger_ui_dist
 from weather_api.errors import to_problem
 from weather_api.lifespan import lifespan
 from weather_api.model import Validator
-from weather_api.openapi import openapi_config
+from weather_api.openapi import document, openapi_config
 from weather_api.routes import HANDLERS
 from weather_api.settings import Settings
 from weather_api.telemetry import AccessLog, Metrics, RequestTelemetry
@@ -42,9 +44,10 @@ def create_app(
     tracer = tracer_provider.get_tracer("weather_api") if settings.telemetry and tracer_provider else trace.NoOpTracer()
 
     access_log = AccessLog() if settings.telemetry and settings.access_log else None
+    swagger_ui = swagger_ui_dist()
 
     app = Litestar(
-        route_handlers=HANDLERS,
+        route_handlers=[*HANDLERS, assets_router(swagger_ui)],
         state=State(
             {
                 "settings": settings,
@@ -61,10 +64,12 @@ def create_app(
         lifespan=[lifespan(settings, metrics, tracer, tracer_provider, access_log)],
         exception_handlers={Exception: to_problem},
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=openapi_config(),
+        openapi_config=openapi_config(swagger_ui),
         debug=False,
         logging_config=None,  # logging is configured once, as JSON lines, by the CLI
     )
+    # Built now, not on the first request for it, with what depends on these settings.
+    document(app.openapi_schema, settings)
     if settings.telemetry:
         # Around everything Litestar does, routing and error handling included, so that 404,
         # 405 and refused requests are measured like the rest (see telemetry's docstring).

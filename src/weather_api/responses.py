@@ -7,6 +7,7 @@ document. Errors are `Problem`s (RFC 9457), answered by `weather_api.errors`.
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 
@@ -14,14 +15,24 @@ JSON = "application/json"
 PROBLEM = "application/problem+json"
 
 
+class FieldProblem(msgspec.Struct):
+    """What is wrong with one field of the request."""
+
+    field: Annotated[str, msgspec.Meta(description="Where: `$.temperature`, `$[3].weather`, `points`")]
+    message: str
+
+
 class Problem(msgspec.Struct):
     """RFC 9457 problem details, as every error is answered."""
 
-    type: str
+    type: Annotated[
+        str,
+        msgspec.Meta(description="`urn:weather-api:problem:<kind>`, or `about:blank` for plain HTTP errors"),
+    ]
     title: str
-    status: int
+    status: Annotated[int, msgspec.Meta(ge=400, le=599, description="The HTTP status code, repeated")]
     detail: str
-    errors: list[dict[str, str]] | None = None
+    errors: list[FieldProblem] | None = None
 
 
 class Accepted(msgspec.Struct):

@@ -15,7 +15,18 @@ from litestar.types import ControllerRouterHandler
 
 from weather_api.ingest import ingest
 from weather_api.model import MAX_NAME_LENGTH
-from weather_api.openapi import REPORT_ERRORS, ManyReports, OneReport
+from weather_api.openapi import (
+    MUNICIPALITY_ERRORS,
+    READ_ERRORS,
+    READY_ERRORS,
+    REPORT_ERRORS,
+    UNSHED_ERRORS,
+    Documented,
+    Exposition,
+    ManyReports,
+    OneMunicipality,
+    OneReport,
+)
 from weather_api.responses import Accepted, BatchAccepted, Conditions, Measure, Municipality, Point, Stats
 
 MAX_POINTS = 360
@@ -51,6 +62,7 @@ async def post_weather(request: Request[Any, Any, Any], state: State) -> Respons
     status_code=201,
     operation_class=ManyReports,
     responses=REPORT_ERRORS,
+    response_description="Accepted, one id per report in order",
     summary="Ingest a batch of weather reports",
     description="All reports are valid and applied together, or none is.",
     tags=["reports"],
@@ -60,14 +72,26 @@ async def post_weather_batch(request: Request[Any, Any, Any], state: State) -> R
     return await ingest(request, state, batch=True)  # type: ignore[return-value]  # pre-encoded
 
 
-@get("/stats", summary="Number of reports per municipality", tags=["aggregates"])
+@get(
+    "/stats",
+    operation_class=Documented,
+    responses=READ_ERRORS,
+    summary="Number of reports per municipality",
+    tags=["aggregates"],
+)
 async def stats(state: State) -> Stats:
     """Counts, as the original system's /stats."""
     total, counts = await state.store.stats()
     return Stats(total=total, municipalities=counts)
 
 
-@get("/averages", summary="Mean temperature and humidity per municipality", tags=["aggregates"])
+@get(
+    "/averages",
+    operation_class=Documented,
+    responses=READ_ERRORS,
+    summary="Mean temperature and humidity per municipality",
+    tags=["aggregates"],
+)
 async def averages(state: State) -> dict[str, dict[str, float]]:
     """Averages, as the original system's /averages."""
     result: dict[str, dict[str, float]] = await state.store.averages()
@@ -113,6 +137,8 @@ def _measure(
 
 @get(
     "/api/municipalities/{municipality:str}",
+    operation_class=OneMunicipality,
+    responses=MUNICIPALITY_ERRORS,
     summary="Everything the dashboard shows for one municipality",
     tags=["aggregates"],
 )
@@ -151,13 +177,25 @@ async def municipality(
     )
 
 
-@get("/health", summary="Liveness: the process serves requests", tags=["probes"])
+@get(
+    "/health",
+    operation_class=Documented,
+    responses=UNSHED_ERRORS,
+    summary="Liveness: the process serves requests",
+    tags=["probes"],
+)
 async def health() -> dict[str, str]:
     """Never touches Valkey: a Valkey outage must not get the API restarted."""
     return {"status": "ok"}
 
 
-@get("/ready", summary="Readiness: Valkey accepts reports and the function library is loaded", tags=["probes"])
+@get(
+    "/ready",
+    operation_class=Documented,
+    responses=READY_ERRORS,
+    summary="Readiness: Valkey accepts reports and the function library is loaded",
+    tags=["probes"],
+)
 async def ready(state: State) -> dict[str, str]:
     """503 (problem details) while Valkey is unreachable or refuses writes, or the library is missing."""
     await state.store.ping()
@@ -166,14 +204,17 @@ async def ready(state: State) -> dict[str, str]:
 
 @get(
     "/metrics",
+    operation_class=Exposition,
+    responses=UNSHED_ERRORS,
     summary="Prometheus exposition (OpenMetrics with exemplars on request)",
     tags=["probes"],
-    include_in_schema=True,
 )
 async def metrics_endpoint(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
     """Classic text format, or OpenMetrics when the Accept header asks for it."""
     body, content_type = state.metrics.exposition(request.headers.get("accept"))
-    return Response(body, media_type=content_type)
+    # As the header, not as `media_type`: Litestar appends `; charset=utf-8` to any text/ media
+    # type, and prometheus_client's already names it (the header said charset twice).
+    return Response(body, media_type=content_type, headers={"content-type": content_type})
 
 
 HANDLERS: list[ControllerRouterHandler] = [
