@@ -6,7 +6,13 @@ interleaved rounds so that drift on the machine hits all of them alike:
 - `telemetry on`: weather-api as shipped (metrics, tracing at the default sampling, access log
   to /dev/null), on a Valkey started here (or --valkey-url);
 - `telemetry off`: the same app with WEATHER_TELEMETRY=off;
-- `bare litestar`: bench/bare.py, a handler that only validates the body (the ceiling).
+- `bare litestar`: bench/bare.py, a handler that only validates the body (the ceiling);
+
+and, when named with --systems, what weather_api.server's connection limits cost:
+
+- `uvicorn protocol`: `weather-api serve` on uvicorn's own `HttpToolsProtocol` (bench/plain.py:
+  no deadlines, no head budget, no request cap);
+- `uvicorn h11`: the same on uvicorn's `H11Protocol` (heads bounded at h11's default 16 KiB).
 
 Prints a Markdown table with the median of the rounds and the ratios the targets are about,
 and each server's CPU time per request (read from /proc), which varies less than req/s when the
@@ -31,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+SYSTEMS = ["telemetry on", "telemetry off", "bare litestar", "uvicorn protocol", "uvicorn h11"]
 BODY = '{"municipality":"chinautla","temperature":25,"humidity":60,"weather":"sunny"}'
 WRK_SCRIPT = f"""wrk.method = "POST"
 wrk.body = '{BODY}'
@@ -107,6 +114,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8, help="duration of each wrk run")
     parser.add_argument("--connections", type=int, nargs="+", default=[10, 64])
+    parser.add_argument(
+        "--systems",
+        nargs="+",
+        choices=SYSTEMS,
+        default=SYSTEMS[:3],
+        metavar="SYSTEM",
+        help=f"systems to run, of: {', '.join(repr(s) for s in SYSTEMS)} (default: the first three)",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("bench: wrk is not installed (Debian package wrk)")
@@ -126,14 +141,18 @@ def main() -> None:
         env = {**os.environ, "WEATHER_VALKEY_URL": valkey_url}
         for var in [v for v in env if v.startswith("OTEL_")]:
             del env[var]  # the default sampling, no exporter
-        systems = {
+        bench_env = {**env, "PYTHONPATH": str(ROOT)}
+        every = {
             "telemetry on": ([sys.executable, "-m", "weather_api", "serve"], env),
             "telemetry off": ([sys.executable, "-m", "weather_api", "serve"], {**env, "WEATHER_TELEMETRY": "off"}),
             "bare litestar": (
                 [sys.executable, "-m", "uvicorn", "bench.bare:app", "--loop", "uvloop", "--http", "httptools"],
-                {**env, "PYTHONPATH": str(ROOT)},
+                bench_env,
             ),
+            "uvicorn protocol": ([sys.executable, "-m", "bench.plain"], bench_env),
+            "uvicorn h11": ([sys.executable, "-m", "bench.plain", "--http", "h11"], bench_env),
         }
+        systems = {name: every[name] for name in args.systems}
         urls = {}
         pids = {}
         for name, (command, environ) in systems.items():
@@ -195,8 +214,8 @@ def _report(results: dict[tuple[str, int], list[Sample]], connections: list[int]
             if cc == c
         }
         for name, s in median.items():
-            off = s.rps / median["telemetry off"].rps
-            bare = s.rps / median["bare litestar"].rps
+            off = f"{s.rps / median['telemetry off'].rps:.0%}" if "telemetry off" in median else "-"
+            bare = f"{s.rps / median['bare litestar'].rps:.0%}" if "bare litestar" in median else "-"
             row = (
                 c,
                 name,
@@ -205,8 +224,8 @@ def _report(results: dict[tuple[str, int], list[Sample]], connections: list[int]
                 f"{s.p99_ms:.2f}",
                 s.errors,
                 f"{s.cpu_us:.0f}",
-                f"{off:.0%}",
-                f"{bare:.0%}",
+                off,
+                bare,
             )
             print("| " + " | ".join(map(str, row)) + " |")
 

@@ -37,8 +37,10 @@ from locust.util.timespan import parse_timespan
 
 # Locust puts the current directory and this file's folder on sys.path, not necessarily the
 # repository root that the `loadtest` package lives in; add it so that
-# `locust -f loadtest/locustfile.py` works from anywhere.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# `locust -f loadtest/locustfile.py` works from anywhere. `absolute()`, not `resolve()`: in a
+# Kubernetes ConfigMap volume each file is a symlink into `..data/`, and resolving it would
+# give the package's own folder instead of its parent (deploy/images/check.py runs it so).
+sys.path.insert(0, str(Path(__file__).absolute().parent.parent))
 
 from loadtest import budget as budgets
 from loadtest import users

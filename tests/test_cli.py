@@ -66,9 +66,11 @@ def _serve_and_fail(**env: str) -> subprocess.CompletedProcess[str]:
 def test_a_second_service_on_the_same_data_dir_is_refused(start_api: Callable[..., Api], tmp_path: Path) -> None:
     """Two embedded Valkeys must never share one append-only file."""
     data = tmp_path / "data"
-    start_api(None, WEATHER_DATA_DIR=str(data))
+    api = start_api(None, WEATHER_DATA_DIR=str(data))
+    url = (data / "valkey.url").read_text()
     result = _serve_and_fail(WEATHER_DATA_DIR=str(data))
-    assert "is used by another weather-api" in result.stderr
+    assert f"is used by another weather-api (pid {api.process.pid})" in result.stderr
+    assert (data / "valkey.url").read_text() == url, "the refused start touched the running one's files"
 
 
 def test_bad_settings_exit_2_with_the_variable_named() -> None:

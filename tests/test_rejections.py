@@ -41,11 +41,11 @@ def _chunked_post(api: Api, chunks: list[bytes]) -> bytes:
 
 
 def test_a_chunked_body_over_the_limit_is_413_and_changes_nothing(api: Api, valkey_url: str) -> None:
-    """No Content-Length to refuse early: 80 KiB sent in 8 KiB chunks is refused while streaming."""
+    """No Content-Length to refuse early: 128 KiB (the limit is 96) in 8 KiB chunks is refused while streaming."""
     client = valkey.Valkey.from_url(valkey_url)
     assert send(api, report("mixco", 20, 50)).status_code == 201
     before = dump(client)
-    reply = _chunked_post(api, [b'{"municipality": "' + b"a" * 8192] + [b"a" * 8192] * 9)
+    reply = _chunked_post(api, [b'{"municipality": "' + b"a" * 8192] + [b"a" * 8192] * 15)
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), reply[:300]
     assert b"content-type: application/problem+json" in head.lower()
@@ -69,11 +69,11 @@ def test_every_rejection_is_counted_under_its_documented_reason(api: Api, valkey
         send(api, report("mixco", 21, 50), **{"Idempotency-Key": "k"}),  # idempotency_conflict
         send(api, report("mixco", 20, 50), **{"Idempotency-Key": "tab\there"}),  # invalid_idempotency_key
         send(api, report("mixco", 20, 50), **{"Content-Type": "text/plain"}),  # unsupported_media_type
-        send(api, b"[" + b"1," * 40_000 + b"1]"),  # body_too_large (Content-Length)
+        send(api, b"[" + b"1," * 64_000 + b"1]"),  # body_too_large (Content-Length, 125 KiB)
     ]
     assert [r.status_code for r in refused] == [400, 400, 400, 400, 422, 400, 415, 413]
     assert [e["field"] for e in refused[3].json()["errors"]] == ["$.temperature"]
-    assert _chunked_post(api, [b"[" + b"1," * 20_000] * 2).startswith(b"HTTP/1.1 413")  # body_too_large (streamed)
+    assert _chunked_post(api, [b"[" + b"1," * 20_000] * 4).startswith(b"HTTP/1.1 413")  # body_too_large (streamed)
     counted = {dict(labels)["reason"]: value for labels, value in samples(api, REJECTED).items()}
     assert counted == {
         "invalid_json": 2,

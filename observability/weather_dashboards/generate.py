@@ -14,6 +14,12 @@ from weather_dashboards import service, weather
 OBSERVABILITY = Path(__file__).resolve().parent.parent
 DASHBOARD_DIR = OBSERVABILITY / "grafana" / "dashboards"
 DATASOURCE_DIR = OBSERVABILITY / "grafana" / "provisioning" / "datasources"
+# What the data sources query: Prometheus (both configurations) and Tempo (deploy/ runs it).
+PROMETHEUS_CONFIGS = (
+    OBSERVABILITY / "prometheus" / "prometheus.yml",
+    OBSERVABILITY / "prometheus" / "prometheus.k8s.yml",
+)
+TEMPO_CONFIG = OBSERVABILITY.parent / "deploy" / "base" / "tempo" / "tempo.yaml"
 
 BUILDERS: dict[str, Callable[[], dashboard.Dashboard]] = {
     "weather.json": weather.build,

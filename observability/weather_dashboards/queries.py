@@ -7,6 +7,7 @@ real data source with the dashboard's default variable values substituted.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -95,3 +96,33 @@ def grafana_builtins(rate_interval: str, interval: str, range_seconds: int) -> d
         "__range": f"{range_seconds}s",
         "__range_s": str(range_seconds),
     }
+
+
+# PromQL words that look like metric names but are not (operators, modifiers, constants).
+_PROMQL_WORDS = frozenset(
+    {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+     "offset", "atan2", "inf", "nan"}
+)  # fmt: skip
+_STRING = re.compile(r'"(?:\\.|[^"\\])*"|\'(?:\\.|[^\'\\])*\'|`[^`]*`')
+_GROUPING = re.compile(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)")
+_IDENTIFIER = re.compile(r"(?<![A-Za-z0-9_:.$])[A-Za-z_:][A-Za-z0-9_:]*")
+
+
+def metric_names(expr: str) -> list[str]:
+    """The metric (and recording rule) names a PromQL expression selects, in order, once each.
+
+    Strings, label matchers, range selectors and grouping label lists are removed first; what
+    remains that is an identifier, not a function call and not a PromQL keyword is a name.
+    """
+    text = _STRING.sub('""', expr)
+    text = re.sub(r"\{[^}]*\}", " ", text)
+    text = re.sub(r"\[[^\]]*\]", " ", text)
+    text = _GROUPING.sub(" ", text)
+    names: list[str] = []
+    for match in _IDENTIFIER.finditer(text):
+        word = match.group(0)
+        if text[match.end() :].lstrip().startswith("(") or word.lower() in _PROMQL_WORDS:
+            continue
+        if word not in names:
+            names.append(word)
+    return names

@@ -1,17 +1,36 @@
-"""Grafana's Redis data source plugin (``redis-datasource`` 2.2.0), as far as our dashboards use it.
+"""Grafana's Redis data source plugin (``redis-datasource`` 2.2.1), as far as our dashboards use it.
 
 Three things live here because they must agree with each other:
 
 - ``RedisQuery``: the query model the plugin reads from a panel target (``pkg/types.go``
   ``queryModel``; JSON names such as ``keyName``, ``zrangeQuery``), as a grafana-foundation-sdk
   builder, since the SDK has no types for this plugin.
-- ``COMMANDS``: which commands the plugin's backend runs for ``type: "command"`` and what each
-  needs (``pkg/query.go`` switch, ``src/redis/command.ts`` ``CommandParameters``). Module commands
-  (RedisTimeSeries, RediSearch, RedisGears, RedisGraph, RedisJSON) are left out on purpose:
-  Valkey does not ship those modules.
+- ``COMMANDS``: which commands the plugin's backend runs (``pkg/query.go``, the ``switch`` on
+  ``qm.Command``) and which query fields each reads (``src/redis/command.ts``,
+  ``CommandParameters``). Module commands (RedisTimeSeries, RediSearch, RedisGears, RedisGraph,
+  RedisJSON) are listed apart: the plugin sends them, Valkey answers "unknown command".
 - ``execute``: runs a target against a real Valkey the way the plugin does, with the same
-  arguments, defaults and data-frame shape, so tests can check what a panel would show without
-  a Grafana (which cannot run on the CI machines).
+  arguments, defaults, errors and data-frame shape, so tests can check what a panel would show
+  without a Grafana (which cannot run on the CI machines).
+
+Read from the plugin's source at tag v2.2.0 (RedisGrafana/grafana-redis-datasource); 2.2.1
+(release PR #340, merged 2026-08-18) changes only the frontend's interpolation (``searchQuery``,
+PRs #337/#338), CI and signing, so the backend behaviour below is 2.2.0's, file by file:
+
+- ``src/datasource/datasource.ts`` ``applyTemplateVariables``: replaces dashboard variables in
+  ``keyName``, ``query``, ``field``, ``filter``, ``legend``, ``value``, ``path``, ``cypher`` (and
+  ``searchQuery`` from 2.2.1) and sets each of them to ``''`` when it is empty or missing; every
+  other field (``min``, ``max``, ``start``, ``count`` ...) reaches the backend verbatim.
+- ``pkg/datasource.go``: the target's JSON is decoded into ``queryModel``; a field of the wrong
+  JSON type (``"count": "5"``) fails the whole query.
+- ``pkg/query.go``: a non-empty ``query`` runs as a custom command (``pkg/redis-custom.go``),
+  whatever ``type`` and ``command`` say; otherwise the ``switch`` on ``command``; an unknown
+  command falls to ``default:`` and returns an empty response, no frame and no error.
+- ``pkg/redis-zset.go``: ``ZRANGE key min max [zrangeQuery] WITHSCORES``: ``WITHSCORES`` always,
+  so ``BYLEX`` always fails (Valkey: WITHSCORES not supported in combination with BYLEX).
+- ``pkg/redis-hash.go``, ``pkg/redis-set.go``, ``pkg/redis-stream.go``, ``pkg/data-frame.go``:
+  frame names and field types (``strconv.ParseFloat`` decides number or string).
+- A nil reply decoded into a Go ``string`` (radix v3 ``resp2.Any``) is the empty string.
 """
 
 from __future__ import annotations
@@ -28,13 +47,16 @@ from grafana_foundation_sdk.models import dashboard
 from weather_dashboards import templating
 
 PLUGIN_ID = "redis-datasource"
-PLUGIN_VERSION = "2.2.0"
+PLUGIN_VERSION = "2.2.1"
 
-# The plugin's frontend (src/data-source/data-source.ts applyTemplateVariables) interpolates
-# dashboard variables in these query fields only; a `$var` anywhere else reaches Valkey verbatim.
+# src/datasource/datasource.ts applyTemplateVariables (2.2.0), plus searchQuery (2.2.1, #337).
 INTERPOLATED_FIELDS = frozenset(
-    {"keyName", "query", "field", "filter", "legend", "value", "searchQuery", "path", "cypher"}
+    {"keyName", "query", "field", "filter", "legend", "value", "path", "cypher", "searchQuery"}
 )
+
+# pkg/types.go queryModel: fields decoded as Go int or bool; any other JSON type fails the query.
+INT_FIELDS = frozenset({"bucket", "size", "count", "samples", "offset"})
+BOOL_FIELDS = frozenset({"fill", "streaming", "cli", "unblocking"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,18 +100,31 @@ COMMANDS: dict[str, Command] = {
     )
 }
 
-ZRANGE_MODES = frozenset({"", "BYSCORE", "BYLEX"})
+# Commands of Redis modules the plugin's backend knows (pkg/models/*.go); Valkey has none of the
+# modules, so each ends in "unknown command" there.
+MODULE_COMMANDS = frozenset(
+    {"ts.get", "ts.mget", "ts.info", "ts.queryindex", "ts.range", "ts.mrange", "ft.info", "ft.search",
+     "rg.pystats", "rg.dumpregistrations", "rg.pyexecute", "rg.pydumpreqs", "graph.config",
+     "graph.explain", "graph.profile", "graph.query", "graph.slowlog", "json.type", "json.get",
+     "json.objkeys", "json.objlen", "json.arrlen"}
+)  # fmt: skip
+
+# zrangeQuery values that work: the plugin appends WITHSCORES, which Valkey refuses with BYLEX.
+ZRANGE_MODES = frozenset({"", "BYSCORE"})
 
 # Fields every target may carry whatever its command.
 COMMON_FIELDS = frozenset({"refId", "datasource", "type", "command", "query", "streaming", "hide"})
 
 # Read-only commands accepted in a variable's or CLI target's free-text `query`, which the
-# plugin sends verbatim (pkg/redis-custom.go). Our Valkey ACL user may run only reads anyway.
+# plugin sends as typed (pkg/redis-custom.go). Our Valkey ACL user may run only reads anyway.
 READ_COMMANDS = frozenset(
     {"GET", "HGET", "HGETALL", "HKEYS", "HVALS", "HLEN", "HMGET", "LLEN", "LRANGE", "SCARD",
      "SMEMBERS", "ZRANGE", "ZREVRANGE", "ZSCORE", "ZCARD", "XLEN", "XRANGE", "XREVRANGE",
      "TYPE", "TTL", "EXISTS", "INFO", "PING"}
 )  # fmt: skip
+
+# pkg/redis-custom.go: what an empty array reply becomes.
+EMPTY_ARRAY = "(empty array)"
 
 
 # --- the query model as a grafana-foundation-sdk builder -----------------------------------
@@ -156,10 +191,11 @@ def datasource_ref(uid: str) -> dashboard.DataSourceRef:
 
 
 class Client(Protocol):
-    """The part of a valkey-py / redis-py client the emulator needs."""
+    """The part of a valkey-py / redis-py client the emulator needs: its connection pool."""
 
-    def execute_command(self, *args: Any, **options: Any) -> Any:  # noqa: ANN401 (any reply)
-        """Send one command; return the reply."""
+    @property
+    def connection_pool(self) -> Any:  # noqa: ANN401 (valkey-py's ConnectionPool)
+        """The pool to borrow a raw connection from."""
 
 
 @dataclasses.dataclass
@@ -172,7 +208,7 @@ class Field:
 
 @dataclasses.dataclass
 class Frame:
-    """The data frame the plugin returns for one target."""
+    """The data frame the plugin returns for one target (no fields: the empty response)."""
 
     name: str
     fields: list[Field]
@@ -191,17 +227,25 @@ class Frame:
 
 
 class QueryError(Exception):
-    """The plugin would answer this target with an error (or no frame)."""
+    """The plugin would answer this target with an error (the panel shows it, and no data)."""
 
 
 def interpolate(target: Mapping[str, Any], variables: Mapping[str, str]) -> dict[str, Any]:
-    """Apply dashboard variables to the fields the plugin's frontend interpolates."""
-    return {
-        name: templating.substitute(value, variables)
-        if name in INTERPOLATED_FIELDS and isinstance(value, str)
-        else value
-        for name, value in target.items()
-    }
+    """The target as the plugin's frontend sends it: variables applied, empty fields ``''``."""
+    query = dict(target)
+    for name in INTERPOLATED_FIELDS:
+        value = target.get(name)
+        query[name] = templating.substitute(str(value), variables) if value else ""
+    return query
+
+
+def _check_json_types(query: Mapping[str, Any]) -> None:
+    for name, value in query.items():
+        wrong_int = name in INT_FIELDS and (isinstance(value, bool) or not isinstance(value, int))
+        wrong_bool = name in BOOL_FIELDS and not isinstance(value, bool)
+        if wrong_int or wrong_bool:
+            msg = f"json: cannot unmarshal {type(value).__name__} {value!r} into queryModel.{name}"
+            raise QueryError(msg)
 
 
 def execute(
@@ -210,117 +254,150 @@ def execute(
     variables: Mapping[str, str],
     time_range_ms: tuple[int, int],
 ) -> Frame:
-    """Run ``target`` against Valkey as redis-datasource 2.2.0 would and return its frame."""
+    """Run ``target`` against Valkey as redis-datasource 2.2.1 would and return its frame."""
     query = interpolate(target, variables)
-    if query.get("query"):
-        return _custom(client, query["query"])
-    command = query.get("command", "")
-    key = query.get("keyName", "")
+    _check_json_types(query)
+    if query["query"]:
+        return _custom(client, query)
+    command = str(query.get("command", ""))
     handler = _HANDLERS.get(command)
-    if handler is None:
-        msg = f"command {command!r} is not emulated (or not supported by the plugin)"
-        raise QueryError(msg)
-    return handler(client, key, query, time_range_ms)
+    if handler is None and command in MODULE_COMMANDS:
+        handler = _module
+    if handler is None:  # pkg/query.go default: an empty response, no error
+        return Frame("", [])
+    return handler(client, query, time_range_ms)
+
+
+def _run(client: Client, *args: str | int) -> Any:  # noqa: ANN401 (a raw RESP2 reply)
+    """Send one command and read the raw RESP2 reply: no client-side parsing, like radix."""
+    pool = client.connection_pool
+    connection = pool.get_connection("_")
+    try:
+        connection.send_command(*args)
+        return connection.read_response(disable_decoding=True)
+    except Exception as error:
+        if type(error).__name__ == "ResponseError":  # Valkey's error reply: response.Error
+            raise QueryError(str(error)) from error
+        raise
+    finally:
+        pool.release(connection)
 
 
 def _text(value: bytes | str | float) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-def _number_or_text(value: bytes | str) -> float | str:
-    # Go's strconv.ParseFloat accepts what Python's float() accepts for Redis replies.
-    text = _text(value)
+def _number_or_text(value: bytes | str | None) -> float | str:
+    # Go's strconv.ParseFloat accepts what Python's float() accepts for Redis replies; a nil
+    # reply decoded into a Go string is "".
+    text = "" if value is None else _text(value)
     try:
         return float(text)
     except ValueError:
         return text
 
 
-def _run(client: Client, *args: str | int) -> Any:  # noqa: ANN401 (a raw Valkey reply)
-    # NEVER_DECODE keeps replies as bytes whatever the client's decode_responses is.
-    return client.execute_command(*args, NEVER_DECODE=True)
+def _pairs(reply: list[Any]) -> list[tuple[Any, Any]]:
+    return list(zip(reply[::2], reply[1::2], strict=True))
 
 
-def _hgetall(client: Client, key: str, _q: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
-    reply = _run(client, "HGETALL", key)
-    pairs = reply.items() if isinstance(reply, dict) else zip(reply[::2], reply[1::2], strict=True)
-    return Frame("hgetall", [Field(_text(k), [_number_or_text(v)]) for k, v in pairs])
+def _hgetall(client: Client, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
+    reply = _run(client, query["command"], query["keyName"])
+    return Frame(query["command"], [Field(_text(k), [_number_or_text(v)]) for k, v in _pairs(reply)])
 
 
-def _hget(client: Client, key: str, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
-    value = _run(client, "HGET", key, query["field"])
-    if value is None:
-        msg = f"HGET {key} {query['field']}: nil"
-        raise QueryError(msg)
-    return Frame(key, [Field(query["field"], [_number_or_text(value)])])
+def _hget(client: Client, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
+    value = _run(client, query["command"], query["keyName"], query["field"])
+    return Frame(query["field"], [Field(query["field"], [_number_or_text(value)])])
 
 
-def _hmget(client: Client, key: str, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
+def _hmget(client: Client, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
     names = shlex.split(query["field"])
-    values = _run(client, "HMGET", key, *names)
-    return Frame("hmget", [Field(n, [_number_or_text(v or b"")]) for n, v in zip(names, values, strict=True)])
+    values = _run(client, query["command"], query["keyName"], *names)
+    return Frame(query["command"], [Field(n, [_number_or_text(v)]) for n, v in zip(names, values, strict=True)])
 
 
-def _members(client: Client, key: str, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
-    reply = _run(client, query["command"].upper(), key)
-    return Frame(key, [Field("Value", sorted(_text(v) for v in reply))])
+def _members(client: Client, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
+    reply = _run(client, query["command"], query["keyName"])
+    return Frame(query["keyName"], [Field("Value", [_text(v) for v in reply])])  # Valkey's reply order
 
 
-def _value(client: Client, key: str, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
-    value = _run(client, query["command"].upper(), key)
-    if value is None:
-        msg = f"{query['command'].upper()} {key}: nil"
-        raise QueryError(msg)
-    return Frame(key, [Field("Value", [_number_or_text(_text(value))])])
+def _value(client: Client, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
+    value = _run(client, query["command"], query["keyName"])
+    return Frame(query["keyName"], [Field("Value", [_number_or_text(value)])])
 
 
-def _zrange(client: Client, key: str, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
-    mode = query.get("zrangeQuery", "")
-    args = [key, query["min"], query["max"], *([mode] if mode else []), "WITHSCORES"]
-    reply = _run(client, "ZRANGE", *args)
-    pairs = zip(reply[::2], reply[1::2], strict=True) if reply and not isinstance(reply[0], list) else reply
-    return Frame("zrange", [Field(_text(m), [_number_or_text(_text(s))]) for m, s in pairs])
+def _zrange(client: Client, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
+    mode = query.get("zrangeQuery") or ""
+    args = [query["keyName"], query.get("min", ""), query.get("max", ""), *([mode] if mode else []), "WITHSCORES"]
+    reply = _run(client, query["command"], *args)
+    return Frame(query["command"], [Field(_text(m), [_number_or_text(s)]) for m, s in _pairs(reply)])
 
 
-def _xrange(client: Client, key: str, query: Mapping[str, Any], time_range_ms: tuple[int, int]) -> Frame:
+def _xrange(client: Client, query: Mapping[str, Any], time_range_ms: tuple[int, int]) -> Frame:
     reverse = query["command"] == "xrevrange"
     start = query.get("start") or f"{time_range_ms[0]}-0"
     end = query.get("end") or f"{time_range_ms[1]}-0"
-    args: list[str | int] = [key, end, start] if reverse else [key, start, end]
+    args: list[str | int] = [query["keyName"], end, start] if reverse else [query["keyName"], start, end]
     if int(query.get("count") or 0) > 0:
         args += ["COUNT", int(query["count"])]
     entries = _run(client, "XREVRANGE" if reverse else "XRANGE", *args)
-    ids, times, columns = [], [], {}  # type: ignore[var-annotated]
+    ids: list[str] = []
+    times: list[int] = []
+    columns: dict[str, list[Any]] = {}
+    numeric: dict[str, bool] = {}  # a field's type is fixed by its first value (pkg/redis-stream.go)
     for row, (entry_id, raw_fields) in enumerate(entries):
         ids.append(_text(entry_id))
         times.append(int(_text(entry_id).split("-")[0]))
-        pairs = (
-            raw_fields.items() if isinstance(raw_fields, dict) else zip(raw_fields[::2], raw_fields[1::2], strict=True)
-        )
-        for name, raw in pairs:
-            value = _number_or_text(raw)
-            column = columns.setdefault(_text(name), [0.0 if isinstance(value, float) else ""] * row)
-            column.append(value)
-        for column in columns.values():  # entries lacking a field get 0 / "" like the plugin
+        for raw_name, raw in _pairs(raw_fields):
+            name, value = _text(raw_name), _number_or_text(raw)
+            if name not in columns:
+                numeric[name] = isinstance(value, float)
+                columns[name] = [0.0 if numeric[name] else ""] * row
+            if numeric[name]:
+                columns[name].append(value if isinstance(value, float) else 0.0)
+            else:
+                columns[name].append(_text(raw))
+        for name, column in columns.items():  # entries lacking a field get 0 / "" like the plugin
             if len(column) < row + 1:
-                column.append(0.0 if column and isinstance(column[0], float) else "")
+                column.append(0.0 if numeric[name] else "")
     return Frame(
         query["command"], [Field("$streamId", ids), Field("$time", times)] + [Field(n, v) for n, v in columns.items()]
     )
 
 
-def _custom(client: Client, text: str) -> Frame:
-    words = shlex.split(text)
-    if not words:
-        raise QueryError("empty query")
+def _module(_client: Client, query: Mapping[str, Any], _t: tuple[int, int]) -> Frame:
+    msg = f"ERR unknown command '{query['command']}' (a Redis module command; Valkey has no modules)"
+    raise QueryError(msg)
+
+
+def _flatten(reply: list[Any]) -> list[str]:
+    values: list[str] = []
+    for element in reply:
+        if isinstance(element, list):
+            values += _flatten(element) or [EMPTY_ARRAY]
+        else:
+            values.append(_text(element))
+    return values
+
+
+def _custom(client: Client, query: Mapping[str, Any]) -> Frame:
+    words = shlex.split(query["query"])
+    name = query["keyName"]  # "" for a variable's query: the frontend sets missing fields to ''
     reply = _run(client, *words)
-    if isinstance(reply, list | set):
-        values = [_text(v) for v in reply]
-        return Frame("", [Field("Value", sorted(values) if isinstance(reply, set) else values)])
+    if isinstance(reply, int):
+        return Frame(name, [Field("Value", [reply])])
+    if isinstance(reply, bytes):
+        lines = reply.decode().replace("\r\n", "\n").split("\n")
+        if len(lines) == 1:
+            return Frame(name, [Field("Value", [_number_or_text(lines[0])])])
+        return Frame(name, [Field("Value", lines)])
+    if isinstance(reply, list):
+        return Frame(name, [Field("Value", _flatten(reply) if reply else [EMPTY_ARRAY])])
     if reply is None:
-        msg = f"{text}: wrong command (nil reply)"
+        msg = f"{query['query']}: wrong command"
         raise QueryError(msg)
-    return Frame("", [Field("Value", [_number_or_text(_text(reply))])])
+    return Frame(name, [Field("Value", [_number_or_text(_text(reply))])])
 
 
 _HANDLERS = {

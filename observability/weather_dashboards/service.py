@@ -80,6 +80,19 @@ def _stat(title: str, description: str, unit: str, target: prometheus.Dataquery)
     )
 
 
+def _informational(panel: stat.Panel) -> stat.Panel:
+    """One fixed colour: a count whose good or bad depends on context, so no threshold applies."""
+    return panel.color_scheme(builders.FieldColor().mode(dashboard.FieldColorModeId.FIXED).fixed_color("blue"))
+
+
+def _objective(panel: stat.Panel, objective: float, below: str = "red") -> stat.Panel:
+    """Coloured against an objective: ``below`` under it, green from it on."""
+    steps = [dashboard.Threshold(value=None, color=below), dashboard.Threshold(value=objective, color="green")]
+    return panel.color_scheme(builders.FieldColor().mode(dashboard.FieldColorModeId.THRESHOLDS)).thresholds(
+        builders.ThresholdsConfig().mode(dashboard.ThresholdsMode.ABSOLUTE).steps(steps)
+    )
+
+
 def _quantiles(metric: str, selector: str, by: str = "") -> list[prometheus.Dataquery]:
     """p50, p90 and p99 of a histogram, optionally split by a label."""
     legend_suffix = f" {{{{{by}}}}}" if by else ""
@@ -274,11 +287,14 @@ def _valkey_section(y: int) -> list[Panel]:
             8,
         ),
         place(
-            _stat(
-                "Valkey up",
-                "redis_up from redis_exporter: 1 when Valkey answers.",
-                "bool_yes_no",
-                _q('min(redis_up{job="valkey"})', "up").instant(),
+            _objective(
+                _stat(
+                    "Valkey up",
+                    "redis_up from redis_exporter: 1 (green) when every Valkey answers, 0 (red) otherwise.",
+                    "bool_yes_no",
+                    _q('min(redis_up{job="valkey"})', "up").instant(),
+                ),
+                1,
             ),
             203,
             16,
@@ -287,11 +303,13 @@ def _valkey_section(y: int) -> list[Panel]:
             4,
         ),
         place(
-            _stat(
-                "Connected clients",
-                "redis_connected_clients.",
-                "short",
-                _q('sum(redis_connected_clients{job="valkey"})', "clients"),
+            _informational(
+                _stat(
+                    "Connected clients",
+                    "redis_connected_clients, all nodes.",
+                    "short",
+                    _q('sum(redis_connected_clients{job="valkey"})', "clients"),
+                )
             ),
             204,
             20,
@@ -300,11 +318,13 @@ def _valkey_section(y: int) -> list[Panel]:
             4,
         ),
         place(
-            _stat(
-                "Memory used",
-                "redis_memory_used_bytes.",
-                "bytes",
-                _q('sum(redis_memory_used_bytes{job="valkey"})', "memory"),
+            _informational(
+                _stat(
+                    "Memory used",
+                    "redis_memory_used_bytes, all nodes; against maxmemory in the panel below.",
+                    "bytes",
+                    _q('sum(redis_memory_used_bytes{job="valkey"})', "memory"),
+                )
             ),
             205,
             16,
@@ -313,11 +333,13 @@ def _valkey_section(y: int) -> list[Panel]:
             4,
         ),
         place(
-            _stat(
-                "Commands per second",
-                "rate of redis_commands_processed_total, all clients.",
-                "ops",
-                _q(f'sum(rate(redis_commands_processed_total{{job="valkey"}}{RATE}))', "commands/s"),
+            _informational(
+                _stat(
+                    "Commands per second",
+                    "rate of redis_commands_processed_total, all clients.",
+                    "ops",
+                    _q(f'sum(rate(redis_commands_processed_total{{job="valkey"}}{RATE}))', "commands/s"),
+                )
             ),
             206,
             20,
@@ -325,7 +347,28 @@ def _valkey_section(y: int) -> list[Panel]:
             4,
             4,
         ),
+        place(_memory_and_evictions(), 207, 0, y + 9, 24, 7),
     ]
+
+
+def _memory_and_evictions() -> timeseries.Panel:
+    valkey = 'job="valkey"'
+    return _ts(
+        "Valkey memory and evictions",
+        "Memory used against maxmemory (0: no limit) per node, and keys evicted per second "
+        "(redis_evicted_keys_total). Valkey runs volatile-ttl: it may evict idempotency records "
+        "(they have a TTL), never aggregates; a late retry of an evicted key counts twice.",
+        "bytes",
+        _q(f"max by (instance) (redis_memory_used_bytes{{{valkey}}})", "used {{instance}}"),
+        _q(f"max by (instance) (redis_memory_max_bytes{{{valkey}}})", "maxmemory {{instance}}", "B"),
+        _q(f"sum(rate(redis_evicted_keys_total{{{valkey}}}{RATE}))", "evicted keys/s", "C"),
+    ).override_by_name(
+        "evicted keys/s",
+        [
+            dashboard.DynamicConfigValue(id_val="unit", value="suffix: keys/s"),
+            dashboard.DynamicConfigValue(id_val="custom.axisPlacement", value="right"),
+        ],
+    )
 
 
 def _locust_section(y: int) -> list[Panel]:
@@ -452,12 +495,15 @@ def _slo_section(y: int) -> list[Panel]:
             8,
         ),
         place(
-            _stat(
-                "Availability, last 24h",
-                "1 - 5xx ratio of POST /api/weather over one day (objective 99.9%).",
-                "percentunit",
-                _q(f"1 - route_method:http_server_request_errors:ratio_rate1d{{{SLO}}}", "availability"),
-            ).decimals(3),
+            _objective(
+                _stat(
+                    "Availability, last 24h",
+                    "1 - 5xx ratio of POST /api/weather over one day: green from the 99.9% objective.",
+                    "percentunit",
+                    _q(f"1 - route_method:http_server_request_errors:ratio_rate1d{{{SLO}}}", "availability"),
+                ).decimals(3),
+                0.999,
+            ),
             403,
             18,
             y + 1,
@@ -465,12 +511,15 @@ def _slo_section(y: int) -> list[Panel]:
             4,
         ),
         place(
-            _stat(
-                "Requests under 100 ms, last 24h",
-                "1 - share of POST /api/weather requests slower than 100 ms (objective 99%).",
-                "percentunit",
-                _q(f"1 - route_method:http_server_request_slow:ratio_rate1d{{{SLO}}}", "under 100 ms"),
-            ).decimals(3),
+            _objective(
+                _stat(
+                    "Requests under 100 ms, last 24h",
+                    "1 - share of POST /api/weather requests slower than 100 ms: green from the 99% objective.",
+                    "percentunit",
+                    _q(f"1 - route_method:http_server_request_slow:ratio_rate1d{{{SLO}}}", "under 100 ms"),
+                ).decimals(3),
+                0.99,
+            ),
             404,
             18,
             y + 5,
@@ -511,7 +560,7 @@ def build() -> dashboard.Dashboard:
         .links(dashboard_links())
         .with_variable(_route_variable())
     )
-    sections = _requests_section(0) + _valkey_section(25) + _locust_section(34) + _slo_section(43)
+    sections = _requests_section(0) + _valkey_section(25) + _locust_section(41) + _slo_section(50)
     for panel in sections:
         if isinstance(panel, builders.Row):
             board.with_row(panel)

@@ -6,8 +6,11 @@ Grafana cannot run on the CI machines, so the end-to-end test proves a dashboard
   would (``redis_plugin.execute``); the frame must have the shape its panel type needs, and its
   values must equal the aggregates of the reports that were sent (``aggregates.Expected``).
 - ``PrometheusCheck``: each Prometheus target, with the dashboard's variables and Grafana's
-  globals substituted, runs as a range query and must return at least one series; targets with
-  exemplars on must get exemplars that carry a trace id.
+  globals substituted, runs as a range query and must return at least one series, and every
+  metric name it selects must exist in Prometheus (a series, or a family some target exposes):
+  ``... or on() vector(0)`` returns a series even for a misspelled name, the name check does
+  not. Targets with exemplars on must get exemplars, carrying the trace ids of requests whose
+  trace the caller knows (the ``traceparent`` it sent).
 """
 
 from __future__ import annotations
@@ -69,6 +72,13 @@ def shape_problems(panel: Json, frame: Frame, where: str) -> list[Problem]:
         ]
         if kind == "barchart" and not any(t.get("id") == "reduce" for t in panel.get("transformations", [])):
             problems.append(Problem("shape", where, "a bar chart of one-row fields needs the reduce transformation"))
+        longest = (panel.get("options") or {}).get("xTickLabelMaxLength")
+        if kind == "barchart" and longest is not None:
+            problems += [
+                Problem("shape", where, f"x label {n!r} is cut to {longest} characters + '...'")
+                for n in frame.names
+                if len(n) > longest
+            ]
     elif kind == "stat":
         pattern = _field_regex(panel)
         selected = [n for n in frame.names if pattern.search(n)] if pattern else frame.names
@@ -232,8 +242,14 @@ class PrometheusCheck:
                 problems.append(Problem("empty", target.label, f"no series for {expr}"))
         return problems
 
-    def exemplar_problems(self, board: Json, trace_label: str = "trace_id") -> list[Problem]:
-        """Targets asking for exemplars get some, each carrying a trace id."""
+    def exemplar_problems(
+        self, board: Json, known_trace_ids: frozenset[str] = frozenset(), trace_label: str = "trace_id"
+    ) -> list[Problem]:
+        """Targets asking for exemplars get some, each with a trace id, among them every known one.
+
+        ``known_trace_ids`` are traces the caller started itself (its own ``traceparent``) with
+        requests that the target's query selects: each must be an exemplar's trace id exactly.
+        """
         problems = []
         for target, expr in self._targets(board):
             if not target.target.get("exemplar"):
@@ -241,10 +257,38 @@ class PrometheusCheck:
             params = urllib.parse.urlencode({"query": expr, "start": self.window[0], "end": self.window[1]})
             series = _get(f"{self.base_url}/api/v1/query_exemplars?{params}").get("data", [])
             exemplars = [e for s in series for e in s.get("exemplars", [])]
+            found = {e.get("labels", {}).get(trace_label) for e in exemplars}
             if not exemplars:
                 problems.append(Problem("exemplar", target.label, f"no exemplars for {expr}"))
-            elif not all(e.get("labels", {}).get(trace_label) for e in exemplars):
+            elif None in found or "" in found:
                 problems.append(Problem("exemplar", target.label, f"exemplars without {trace_label}: {exemplars[:3]}"))
+            problems += [
+                Problem("exemplar", target.label, f"trace {trace_id} (sent in traceparent) is no exemplar of {expr}")
+                for trace_id in sorted(known_trace_ids - found)
+            ]
+        return problems
+
+    def _known_names(self) -> set[str]:
+        """Metric names Prometheus has series of in the window, and families its targets expose."""
+        params = urllib.parse.urlencode({"start": self.window[0], "end": self.window[1]})
+        names = set(_get(f"{self.base_url}/api/v1/label/__name__/values?{params}").get("data", []))
+        families = set(_get(f"{self.base_url}/api/v1/metadata").get("data", {}))
+        return names | families
+
+    def metric_name_problems(self, board: Json) -> list[Problem]:
+        """Every metric name a Prometheus target selects exists: as series, or as an exposed family.
+
+        A family with no sample yet (a labelled counter nothing has incremented) is exposed with
+        its HELP and TYPE, which Prometheus keeps as metadata; the family of ``x_total``,
+        ``x_bucket``, ``x_count``, ``x_sum`` or ``x_created`` is ``x``.
+        """
+        known = self._known_names()
+        problems = []
+        for target, expr in self._targets(board):
+            for name in queries.metric_names(expr):
+                family = re.sub(r"_(total|bucket|count|sum|created)$", "", name)
+                if name not in known and family not in known:
+                    problems.append(Problem("metric", target.label, f"{name} does not exist in Prometheus ({expr})"))
         return problems
 
     def variable_problems(self, board: Json) -> list[Problem]:

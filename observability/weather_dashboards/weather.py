@@ -33,6 +33,10 @@ DEFAULT_IDENTIFIER = "CARNET"
 # Key prefix (WEATHER_KEY_PREFIX); a dashboard constant so a deployment that hash-tags its keys
 # ("{weather}") changes one value. The plugin interpolates variables in keyName.
 PREFIX = "${prefix}"
+# Longest label the bar chart's x axis shows uncut; Grafana appends "..." beyond it (0 would
+# leave only "..."). The weather names are at most 6 characters; the panel test checks the
+# labels Valkey returns fit.
+X_LABEL_MAX = 16
 
 
 def _single_value(fields: str = "") -> common.ReduceDataOptions:
@@ -116,6 +120,7 @@ def _conditions() -> barchart.Panel:
             )
         )
         .x_field("Field")
+        .x_tick_label_max_length(X_LABEL_MAX)
         .show_value(common_models.VisibilityMode.AUTO)
         .legend(common.VizLegendOptions().show_legend(False))
         .unit("none")

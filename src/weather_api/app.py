@@ -1,464 +1,32 @@
-"""The HTTP application: routes, lifespan, and the one place errors become HTTP answers."""
+"""`create_app(settings)`: the one factory that puts the service together.
+
+The pieces, each in its module, imports running one way (app -> errors -> routes -> openapi ->
+ingest -> store -> settings; model and telemetry at the bottom):
+
+- `routes`: the handlers; `ingest`: the write path of both POST endpoints;
+- `responses`: the answers' types; `openapi`: what the OpenAPI document adds to the handlers;
+  `docs_page`: the docs page's pinned Swagger UI, served by the service;
+- `errors`: exceptions to RFC 9457 problem details, in one place;
+- `lifespan`: the store, the once-a-second ticker and the loop monitor, started and stopped.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import gc
-import hashlib
-import logging
-import os
-import time
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
-from typing import Annotated, Any
+from collections.abc import Mapping
 
-import msgspec
-from litestar import Litestar, Request, Response, get, post
+from litestar import Litestar
 from litestar.datastructures import State
-from litestar.enums import ParamType
-from litestar.exceptions import HTTPException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.datastructures import ResponseSpec
-from litestar.openapi.plugins import ScalarRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Example, OpenAPIMediaType, OpenAPIType, Operation, Parameter, RequestBody, Schema
-from litestar.params import FromPath, QueryParameter
-from litestar.plugins.problem_details import ProblemDetailsException
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
-from weather_api import __version__
-from weather_api.model import WEATHERS, InvalidReport, Validator
-from weather_api.settings import DEFAULT_MUNICIPALITIES, Settings
-from weather_api.store import IdempotencyConflict, OutcomeUnknown, Store, StoreUnavailable, connect
+from weather_api.docs_page import assets_router, swagger_ui_dist
+from weather_api.errors import to_problem
+from weather_api.lifespan import lifespan
+from weather_api.model import Validator
+from weather_api.openapi import document, openapi_config
+from weather_api.routes import HANDLERS
+from weather_api.settings import Settings
 from weather_api.telemetry import AccessLog, Metrics, RequestTelemetry
-
-log = logging.getLogger("weather_api")
-
-PROBLEM = "application/problem+json"
-JSON = "application/json"
-MAX_IDEMPOTENCY_KEY = 255
-
-
-class UnsupportedMediaType(Exception):  # noqa: N818
-    """The request body is not declared as application/json."""
-
-
-class BadIdempotencyKey(ValueError):  # noqa: N818
-    """The Idempotency-Key header is empty, too long or not printable ASCII."""
-
-
-class UnknownMunicipality(LookupError):  # noqa: N818
-    """The path names a municipality the service does not accept."""
-
-
-def uuid7() -> str:
-    """A time-ordered UUID (RFC 9562 version 7): unique across replicas and restarts."""
-    value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
-    value = value & ~(0xF << 76) | 0x7 << 76  # version 7
-    value = value & ~(0x3 << 62) | 0x2 << 62  # RFC 9562 variant
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
-
-
-def _problem(status: int, title: str, detail: str, **extra: Any) -> ProblemDetailsException:  # noqa: ANN401
-    # Our own problems get a URN naming their kind; plain HTTP errors are `about:blank`,
-    # whose title is the status phrase (RFC 9457, section 4.2.1).
-    type_ = extra.pop("type_", f"urn:weather-api:problem:{title.lower().replace(' ', '-')}")
-    headers = extra.pop("headers", None)
-    return ProblemDetailsException(
-        status_code=status, title=title, detail=detail, type_=type_, headers=headers, extra=extra or None
-    )
-
-
-def _reject(request: Request[Any, Any, Any], reason: str) -> None:
-    """Count a refused report request (only the report endpoints have reasons)."""
-    metrics: Metrics = request.app.state.metrics
-    metrics.rejected.labels(reason).inc()
-
-
-def _to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """Every error the service answers, mapped to RFC 9457 problem details in one place."""
-    if isinstance(exc, InvalidReport):
-        _reject(request, exc.reason)
-        errors = [{"field": e.field, "message": e.message} for e in exc.errors]
-        problem = _problem(400, "Invalid report", str(exc), errors=errors)
-    elif isinstance(exc, UnsupportedMediaType):
-        _reject(request, "unsupported_media_type")
-        problem = _problem(415, "Unsupported media type", "send the report as Content-Type: application/json")
-    elif isinstance(exc, BadIdempotencyKey):
-        _reject(request, "invalid_idempotency_key")
-        problem = _problem(400, "Invalid Idempotency-Key", str(exc))
-    elif isinstance(exc, IdempotencyConflict):
-        _reject(request, "idempotency_conflict")
-        problem = _problem(422, "Idempotency-Key reused", "this Idempotency-Key was used with a different request")
-    elif isinstance(exc, StoreUnavailable):
-        outcome = {}
-        if request.method == "POST":
-            _reject(request, "unavailable")
-            # For clients that keep books (the load test's ledger): may the reports have been applied?
-            outcome["outcome"] = "unknown" if isinstance(exc, OutcomeUnknown) else "not_applied"
-        log.debug("valkey unavailable", extra={"operation": exc.operation, "reason": exc.reason})
-        detail = f"Valkey is unavailable ({exc.reason}); retry with the same Idempotency-Key"
-        problem = _problem(503, "Storage unavailable", detail, headers={"Retry-After": "1"}, **outcome)
-    elif isinstance(exc, UnknownMunicipality):
-        problem = _problem(404, "Unknown municipality", str(exc))
-    elif isinstance(exc, HTTPException):
-        if exc.status_code == 413 and request.method == "POST":
-            _reject(request, "body_too_large")
-        title = str(exc.detail) if exc.detail else "Error"
-        problem = _problem(exc.status_code, title, title, headers=exc.headers, type_="about:blank")
-    else:
-        log.error("unhandled error", exc_info=exc)
-        problem = _problem(500, "Internal error", "the service failed; see its log")
-    return problem.to_response(request)
-
-
-def _body_type(request: Request[Any, Any, Any]) -> None:
-    media_type, _ = request.content_type
-    if media_type != JSON:
-        raise UnsupportedMediaType
-
-
-def _idempotency_key(request: Request[Any, Any, Any]) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    if not 1 <= len(key) <= MAX_IDEMPOTENCY_KEY or not key.isascii() or not key.isprintable():
-        msg = f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} printable ASCII characters"
-        raise BadIdempotencyKey(msg)
-    return key
-
-
-async def _ingest(request: Request[Any, Any, Any], state: State, batch: bool) -> Response[bytes]:
-    """Shared path of both POST endpoints: check, record once, answer."""
-    _body_type(request)
-    key = _idempotency_key(request)
-    body = await request.body()
-    validator: Validator = state.validator
-    reports = validator.many(body) if batch else [validator.one(body)]
-    ids = [uuid7() for _ in reports]
-    answer = msgspec.json.encode(
-        {"status": "success", "ids": ids, "count": len(ids)} if batch else {"status": "success", "id": ids[0]},
-    )
-    idempotency = None
-    if key is not None:
-        # The fingerprint covers the reports as understood, not their bytes: the same reports
-        # re-sent with other whitespace are a retry, not a conflict.
-        fingerprint = hashlib.sha256(request.url.path.encode() + msgspec.json.encode(reports)).hexdigest()
-        idempotency = (key, fingerprint)
-    store: Store = state.store
-    outcome = await store.record(reports, ids, answer, idempotency)
-    headers = {}
-    if outcome.replayed:
-        answer = outcome.answer or answer
-        headers["Idempotent-Replayed"] = "true"
-    else:
-        metrics: Metrics = state.metrics
-        for report in reports:
-            metrics.accepted.labels(report.municipality).inc()
-    return Response(answer, status_code=201, media_type=JSON, headers=headers)
-
-
-class Problem(msgspec.Struct):
-    """RFC 9457 problem details, as every error is answered."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    errors: list[dict[str, str]] | None = None
-    outcome: str | None = None
-    """503 to a POST only: `unknown` (the reports may have been applied) or `not_applied`."""
-
-
-class Accepted(msgspec.Struct):
-    """A report accepted: its id."""
-
-    status: str
-    id: str
-
-
-class BatchAccepted(msgspec.Struct):
-    """A batch accepted: one id per report, in order."""
-
-    status: str
-    ids: list[str]
-    count: int
-
-
-def _report_schema() -> Schema:
-    return Schema(
-        type=OpenAPIType.OBJECT,
-        required=["municipality", "temperature", "humidity", "weather"],
-        additional_properties=False,
-        properties={
-            "municipality": Schema(
-                type=OpenAPIType.STRING,
-                description="Matched case- and accent-insensitively (`Amatitlán`); the list is configurable",
-                examples=list(DEFAULT_MUNICIPALITIES),
-            ),
-            "temperature": Schema(type=OpenAPIType.NUMBER, minimum=-90, maximum=60, description="°C"),
-            "humidity": Schema(type=OpenAPIType.NUMBER, minimum=0, maximum=100, description="% relative"),
-            "weather": Schema(type=OpenAPIType.STRING, enum=list(WEATHERS)),
-        },
-    )
-
-
-def _body(schema: Schema, example: object) -> RequestBody:
-    return RequestBody(
-        required=True,
-        content={JSON: OpenAPIMediaType(schema=schema, examples={"report": Example(value=example)})},
-    )
-
-
-_EXAMPLE = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
-
-
-@dataclass
-class _OneReport(Operation):
-    """The handlers read the body themselves (strict decoding); this documents it."""
-
-    def __post_init__(self) -> None:
-        self.request_body = _body(_report_schema(), _EXAMPLE)
-        self.parameters = [*(self.parameters or []), *_IDEMPOTENCY]
-
-
-@dataclass
-class _ManyReports(Operation):
-    def __post_init__(self) -> None:
-        batch = Schema(type=OpenAPIType.ARRAY, items=_report_schema(), min_items=1)
-        self.request_body = _body(batch, [_EXAMPLE])
-        self.parameters = [*(self.parameters or []), *_IDEMPOTENCY]
-
-
-_ERRORS = {
-    400: ResponseSpec(Problem, description="Malformed JSON or an invalid report", media_type=PROBLEM),
-    413: ResponseSpec(Problem, description="Body over the size limit", media_type=PROBLEM),
-    415: ResponseSpec(Problem, description="Content-Type is not application/json", media_type=PROBLEM),
-    422: ResponseSpec(Problem, description="Idempotency-Key reused with other reports", media_type=PROBLEM),
-    503: ResponseSpec(
-        Problem,
-        description="Valkey unavailable; `outcome` says whether the reports may have been applied (`unknown`: "
-        "retry with the same Idempotency-Key) or were not (`not_applied`); see Retry-After",
-        media_type=PROBLEM,
-    ),
-}
-_IDEMPOTENCY = [
-    Parameter(
-        name="Idempotency-Key",
-        param_in=ParamType.HEADER,
-        required=False,
-        description="1 to 255 printable ASCII characters; a retry with the same key returns the first answer",
-        schema=Schema(type=OpenAPIType.STRING, max_length=MAX_IDEMPOTENCY_KEY),
-    ),
-]
-
-
-@post(
-    "/api/weather",
-    status_code=201,
-    operation_class=_OneReport,
-    responses=_ERRORS,
-    response_description="Accepted",
-    summary="Ingest one weather report",
-    description="Validates the report and updates every aggregate atomically. "
-    "Send an `Idempotency-Key` header to make retries safe.",
-    tags=["reports"],
-)
-async def post_weather(request: Request[Any, Any, Any], state: State) -> Response[Accepted]:
-    """Ingest one report."""
-    return await _ingest(request, state, batch=False)  # type: ignore[return-value]  # pre-encoded
-
-
-@post(
-    "/api/weather/batch",
-    status_code=201,
-    operation_class=_ManyReports,
-    responses=_ERRORS,
-    summary="Ingest a batch of weather reports",
-    description="All reports are valid and applied together, or none is.",
-    tags=["reports"],
-)
-async def post_weather_batch(request: Request[Any, Any, Any], state: State) -> Response[BatchAccepted]:
-    """Ingest a batch, all or nothing."""
-    return await _ingest(request, state, batch=True)  # type: ignore[return-value]  # pre-encoded
-
-
-class Stats(msgspec.Struct):
-    """Number of reports, in total and per municipality."""
-
-    total: int
-    municipalities: dict[str, int]
-
-
-class Measure(msgspec.Struct):
-    """Mean, lowest and highest of one quantity (null before the first report)."""
-
-    mean: float | None
-    min: float | None
-    max: float | None
-
-
-class Conditions(msgspec.Struct):
-    """Reports per weather; ties for most or least common go to the alphabetically last or first."""
-
-    counts: dict[str, int]
-    most_common: str | None
-    least_common: str | None
-
-
-class Point(msgspec.Struct):
-    """One time-series bucket: means over `[start, start + interval)`."""
-
-    start: str
-    temperature: float
-    humidity: float
-    count: int
-    complete: bool
-
-
-class Municipality(msgspec.Struct):
-    """Everything the dashboard shows for one municipality."""
-
-    municipality: str
-    count: int
-    temperature: Measure
-    humidity: Measure
-    weather: Conditions
-    series: list[Point]
-
-
-@get("/stats", summary="Number of reports per municipality", tags=["aggregates"])
-async def stats(state: State) -> Stats:
-    """Counts, as the original system's /stats."""
-    total, counts = await state.store.stats()
-    return Stats(total=total, municipalities=counts)
-
-
-@get("/averages", summary="Mean temperature and humidity per municipality", tags=["aggregates"])
-async def averages(state: State) -> dict[str, dict[str, float]]:
-    """Averages, as the original system's /averages."""
-    result: dict[str, dict[str, float]] = await state.store.averages()
-    return result
-
-
-def _iso(ms: int) -> str:
-    seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
-
-
-def _measure(
-    total: bytes | None, count: int, lowest: dict[str, float], highest: dict[str, float], name: str
-) -> Measure:
-    if count == 0 or total is None:
-        return Measure(None, None, None)
-    return Measure(float(total) / count, lowest.get(name), highest.get(name))
-
-
-@get(
-    "/api/municipalities/{municipality:str}",
-    summary="Everything the dashboard shows for one municipality",
-    tags=["aggregates"],
-)
-async def municipality(
-    state: State,
-    municipality: FromPath[str],
-    points: Annotated[int, QueryParameter(ge=1, le=8640, description="Time-series buckets to return")] = 60,
-) -> Municipality:
-    """Count, means, extremes, weather counts and recent series of one municipality."""
-    name = state.validator.municipality(municipality)
-    if name is None:
-        msg = f"unknown municipality {municipality!r}; accepted: {', '.join(state.validator.municipalities)}"
-        raise UnknownMunicipality(msg)
-    raw = await state.store.municipality(name, points)
-    count = int(raw["count"] or 0)
-    lowest = {k.decode(): v for k, v in raw["min"]}
-    highest = {k.decode(): v for k, v in raw["max"]}
-    conditions = [(k.decode(), int(v)) for k, v in raw["conditions"]]  # ascending by count
-    counts = dict.fromkeys(state.settings.weathers, 0) | dict(conditions)
-    seen = [w for w, c in conditions if c > 0]
-    series = [
-        Point(
-            start=_iso(int(entry_id.split(b"-")[0])),
-            temperature=float(fields[b"temperature"]),
-            humidity=float(fields[b"humidity"]),
-            count=int(fields[b"count"]),
-            complete=True,
-        )
-        for entry_id, fields in reversed(raw["series"])
-    ]
-    if bucket := raw["bucket"]:
-        n = int(bucket[b"count"])
-        series.append(
-            Point(
-                start=_iso(int(bucket[b"start"])),
-                temperature=float(bucket[b"temperature_sum"]) / n,
-                humidity=float(bucket[b"humidity_sum"]) / n,
-                count=n,
-                complete=False,
-            ),
-        )
-    return Municipality(
-        municipality=name,
-        count=count,
-        temperature=_measure(raw["temperature_sum"], count, lowest, highest, "temperature"),
-        humidity=_measure(raw["humidity_sum"], count, lowest, highest, "humidity"),
-        weather=Conditions(
-            counts=counts,
-            most_common=seen[-1] if seen else None,
-            least_common=conditions[0][0] if seen else None,
-        ),
-        series=series[-points:],
-    )
-
-
-@get("/health", summary="Liveness: the process serves requests", tags=["probes"])
-async def health() -> dict[str, str]:
-    """Never touches Valkey: a Valkey outage must not get the API restarted."""
-    return {"status": "ok"}
-
-
-@get("/ready", summary="Readiness: Valkey reachable and the function library loaded", tags=["probes"])
-async def ready(state: State) -> dict[str, str]:
-    """503 (problem details) while Valkey is unreachable."""
-    await state.store.ping()
-    return {"status": "ready"}
-
-
-@get(
-    "/metrics",
-    summary="Prometheus exposition (OpenMetrics with exemplars on request)",
-    tags=["probes"],
-    include_in_schema=True,
-)
-async def metrics_endpoint(request: Request[Any, Any, Any], state: State) -> Response[bytes]:
-    """Classic text format, or OpenMetrics when the Accept header asks for it."""
-    body, content_type = state.metrics.exposition(request.headers.get("accept"))
-    return Response(body, media_type=content_type)
-
-
-async def _every_second(store: Store, access_log: AccessLog | None) -> None:
-    """Close finished time-series buckets (even of a quiet municipality); write access lines.
-
-    Also the one place that logs Valkey going away and coming back: once per change, not
-    once per refused request.
-    """
-    available = True
-    while True:
-        await asyncio.sleep(1)
-        if access_log is not None:
-            access_log.flush()
-        try:
-            await store.prepare()
-        except StoreUnavailable as exc:
-            if available:
-                log.warning("valkey unavailable; answering 503", extra={"reason": exc.reason})
-            available = False
-        else:
-            if not available:
-                log.warning("valkey available again")
-            available = True
 
 
 def create_app(
@@ -472,47 +40,14 @@ def create_app(
     if tracer_provider is None and settings.telemetry:
         from weather_api.telemetry import tracer_provider as make_provider  # noqa: PLC0415
 
-        tracer_provider = make_provider(env or {})
+        tracer_provider = make_provider(env or {}, sampled_parents_per_second=settings.sampled_parents_per_second)
     tracer = tracer_provider.get_tracer("weather_api") if settings.telemetry and tracer_provider else trace.NoOpTracer()
 
     access_log = AccessLog() if settings.telemetry and settings.access_log else None
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        store = Store(connect(settings), settings, metrics.observe_valkey, tracer)
-        app.state.store = store
-        try:
-            await store.load()
-        except StoreUnavailable as exc:
-            log.warning("valkey not reachable at startup; will retry", extra={"reason": exc.reason})
-        flusher = asyncio.create_task(_every_second(store, access_log))
-        # Everything built so far (modules, the app, its routes) lives as long as the process:
-        # taking it out of the garbage collector's generations spares every full collection
-        # from scanning it again, which shows in p99 latency.
-        gc.freeze()
-        try:
-            yield
-        finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
-            await store.close()
-            if access_log is not None:
-                access_log.flush()
-            if tracer_provider is not None:
-                tracer_provider.shutdown()
+    swagger_ui = swagger_ui_dist()
 
     app = Litestar(
-        route_handlers=[
-            post_weather,
-            post_weather_batch,
-            stats,
-            averages,
-            municipality,
-            health,
-            ready,
-            metrics_endpoint,
-        ],
+        route_handlers=[*HANDLERS, assets_router(swagger_ui)],
         state=State(
             {
                 "settings": settings,
@@ -526,19 +61,15 @@ def create_app(
                 ),
             },
         ),
-        lifespan=[lifespan],
-        exception_handlers={Exception: _to_problem},
+        lifespan=[lifespan(settings, metrics, tracer, tracer_provider, access_log)],
+        exception_handlers={Exception: to_problem},
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(
-            title="weather-api",
-            version=__version__,
-            description="Weather reports in, exact live aggregates in Valkey out.",
-            path="/schema",
-            render_plugins=[ScalarRenderPlugin(), SwaggerRenderPlugin()],
-        ),
+        openapi_config=openapi_config(swagger_ui),
         debug=False,
         logging_config=None,  # logging is configured once, as JSON lines, by the CLI
     )
+    # Built now, not on the first request for it, with what depends on these settings.
+    document(app.openapi_schema, settings)
     if settings.telemetry:
         # Around everything Litestar does, routing and error handling included, so that 404,
         # 405 and refused requests are measured like the rest (see telemetry's docstring).

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from weather_api.model import WEATHERS, canonical
+from weather_api.model import MAX_NAME_LENGTH, WEATHERS, canonical
 
 DEFAULT_MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
 
@@ -63,8 +63,12 @@ class Settings:
     valkey_max_connections: int = 64
     """Connection pool cap; a request waits at most `valkey_timeout` for a free connection."""
 
-    max_body_bytes: int = 65536
-    """Larger request bodies are refused with 413 before they are read in full."""
+    max_body_bytes: int = 98304
+    """Larger request bodies are refused with 413 before they are read in full.
+
+    96 KiB: the largest batch (500 reports) indented as json.dumps(indent=4) writes it, with
+    17-digit numbers, is about 85 KB; and the Ingress's 128 KiB stays above it, so that clients
+    get this service's 413 problem, not nginx's page."""
 
     max_batch: int = 500
     """Most reports in one batch request."""
@@ -79,7 +83,7 @@ class Settings:
     """Raw reports kept per municipality (approximately: MAXLEN ~)."""
 
     max_concurrency: int = 1024
-    """Connections served at once; past it uvicorn answers 503 instead of queueing."""
+    """Requests in progress at once; past it 503 + Retry-After instead of queueing (not /health, /metrics)."""
 
     shutdown_timeout: int = 20
     """Seconds SIGTERM waits for in-flight requests before closing connections."""
@@ -102,6 +106,29 @@ class Settings:
     idempotency_ttl: int = 86400
     """Seconds an Idempotency-Key's first answer is kept."""
 
+    sampled_parents_per_second: float = 10.0
+    """Most traces a second started because a caller's `traceparent` asked for sampling.
+
+    The ceiling on what clients can make the service trace: without it, a client sending
+    `traceparent: ...-01` on every request had every request traced (~28 % more CPU per
+    request, and a flood of spans for the collector)."""
+
+    header_timeout: float = 10.0
+    """Seconds a request head may take: from a connection's opening, or from the first bytes of a
+    kept-alive connection's next request; past it the connection is closed (408 if part came)."""
+
+    body_timeout: float = 10.0
+    """Seconds a request body may take after its head; past it: 408, connection closed."""
+
+    max_head_bytes: int = 16384
+    """Largest request head (request line and headers); a larger one gets 431, unread."""
+
+    max_headers: int = 100
+    """Most header lines in a request head; more get 431."""
+
+    max_connections: int = 2048
+    """Open client connections; a new one past it closes the connection idle the longest."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from `WEATHER_*` variables; unknown values raise SettingsError."""
@@ -116,6 +143,9 @@ class Settings:
             parsed = tuple(dict.fromkeys(canonical(n.strip()) for n in names.split(",") if n.strip()))
             if not parsed:
                 msg = "WEATHER_MUNICIPALITIES is empty"
+                raise SettingsError(msg)
+            if too_long := [n for n in parsed if len(n) > MAX_NAME_LENGTH]:
+                msg = f"WEATHER_MUNICIPALITIES: {too_long[0][:MAX_NAME_LENGTH]}... is over {MAX_NAME_LENGTH} characters"
                 raise SettingsError(msg)
             values["municipalities"] = parsed
         values.update(_numbers(env))
@@ -137,6 +167,12 @@ _NUMBERS: dict[str, tuple[str, type[int | float], float]] = {
     "WEATHER_SERIES_INTERVAL": ("series_interval", int, 1),
     "WEATHER_SERIES_MAXLEN": ("series_maxlen", int, 1),
     "WEATHER_RECENT_MAXLEN": ("recent_maxlen", int, 1),
+    "WEATHER_SAMPLED_PARENTS_PER_SECOND": ("sampled_parents_per_second", float, 0),
+    "WEATHER_HEADER_TIMEOUT": ("header_timeout", float, 0.1),
+    "WEATHER_BODY_TIMEOUT": ("body_timeout", float, 0.1),
+    "WEATHER_MAX_HEAD_BYTES": ("max_head_bytes", int, 1024),
+    "WEATHER_MAX_HEADERS": ("max_headers", int, 8),
+    "WEATHER_MAX_CONNECTIONS": ("max_connections", int, 1),
 }
 """Numeric variables: (Settings field, type, lowest accepted value)."""
 

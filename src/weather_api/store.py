@@ -4,11 +4,28 @@ Every call runs under one deadline (`Settings.valkey_timeout`) that covers waiti
 connection, connecting and the reply; past it, or when Valkey cannot be reached, the call raises
 `StoreUnavailable`. Writes are never retried here: a write that timed out may still have been
 applied, and only the client's `Idempotency-Key` makes a retry safe.
+
+What comes from valkey-py, and what is ours and why:
+
+- valkey-py turns an error reply into an exception by its code (the reply's first word, RESP),
+  from its parser's `EXCEPTION_CLASSES`, and strips the code from the message. It names only a
+  few codes (`OOM`, `READONLY`, `LOADING`, ...); `NOREPLICAS`, `MASTERDOWN`, `BUSY`, `TRYAGAIN`
+  and `MISCONF` become a plain `ResponseError`. `_Parser` is valkey-py's own parser (passed as
+  the documented `parser_class` connection option) with every code that means "refused for now,
+  nothing ran" mapped to a `Refused` class, and `ERR Function not found` to `FunctionNotFound`:
+  the rest of this module maps failures by class, never by message text. The classes that
+  valkey-py names itself stay subclasses of its own (`ReadOnlyError`: its Sentinel connection
+  catches that one to find a demoted primary). Tests: tests/test_refusals.py, against a real
+  Valkey full, demoted, short of replicas and busy.
+- A Valkey call that timed out while the event loop itself was blocked (a stall measured by
+  `weather_api.loop.LoopMonitor`, passed in as `stalled`) is reported as `event_loop`, not as a
+  Valkey `timeout`: Valkey's answer may have been waiting, unread, in the socket.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import hashlib
 import time
@@ -16,17 +33,25 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from typing import Any, ClassVar, TypeVar, cast
+from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
 import valkey.asyncio as avalkey
 from opentelemetry import trace
+from valkey.asyncio.connection import DefaultParser
 from valkey.asyncio.retry import Retry
-from valkey.asyncio.sentinel import Sentinel
+from valkey.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from valkey.backoff import NoBackoff
+from valkey.exceptions import (
+    BusyLoadingError,
+    NoPermissionError,
+    OutOfMemoryError,
+    ReadOnlyError,
+    ResponseError,
+    ValkeyError,
+)
 from valkey.exceptions import ConnectionError as ValkeyConnectionError
-from valkey.exceptions import ResponseError, ValkeyError
 from valkey.exceptions import TimeoutError as ValkeyTimeoutError
 
 from weather_api.model import Report
@@ -57,6 +82,60 @@ class IdempotencyConflict(Exception):  # noqa: N818
     """The Idempotency-Key was used before with a different request body."""
 
 
+class Refused(ResponseError):  # noqa: N818
+    """Valkey refused the command before running it, for now: full, read-only, loading, failing over."""
+
+
+class _OutOfMemory(OutOfMemoryError, Refused):  # noqa: N818 - named after its reply code, like the rest
+    """OOM: over `maxmemory` with nothing it may evict."""
+
+
+class _ReadOnly(ReadOnlyError, Refused):  # noqa: N818
+    """READONLY: a replica (valkey-py's Sentinel connection catches `ReadOnlyError`)."""
+
+
+class _Loading(BusyLoadingError, Refused):  # noqa: N818
+    """LOADING: still reading its data set (valkey-py treats it as a connection error)."""
+
+
+class FunctionNotFound(ResponseError):  # noqa: N818
+    """FCALL of a function this Valkey does not have: a fresh Valkey, or FUNCTION FLUSH."""
+
+
+_REFUSALS: dict[str, type[Refused]] = {
+    "OOM": _OutOfMemory,
+    "READONLY": _ReadOnly,
+    "LOADING": _Loading,
+    "NOREPLICAS": Refused,  # min-replicas-to-write unmet
+    "MASTERDOWN": Refused,  # a replica cut off from its primary, told not to serve stale data
+    "BUSY": Refused,  # a script or function running past busy-reply-threshold
+    "TRYAGAIN": Refused,  # a cluster slot being migrated
+    "MISCONF": Refused,  # a failed RDB save with stop-writes-on-bgsave-error
+}
+"""Error codes of a Valkey that refuses for now, not for good; nothing ran."""
+
+
+class _Parser(DefaultParser):  # type: ignore[misc,valid-type]  # valkey-py's default parser class
+    """valkey-py's reply parser, with the refusals and a missing function named by class."""
+
+    EXCEPTION_CLASSES: ClassVar[dict[str, Any]] = {
+        **DefaultParser.EXCEPTION_CLASSES,
+        "ERR": {
+            **cast("dict[str, Any]", DefaultParser.EXCEPTION_CLASSES["ERR"]),
+            "Function not found": FunctionNotFound,
+        },
+    }
+
+    @classmethod
+    def parse_error(cls, response: str) -> ValkeyError:
+        """The exception for an error reply; a refusal keeps its code in the message, for logs."""
+        refusal = _REFUSALS.get(response.split(" ", 1)[0])
+        if refusal is not None:
+            return refusal(response)
+        error: ValkeyError = super().parse_error(response)
+        return error
+
+
 Observer = Callable[[str, float, str | None], None]
 """Called after every Valkey call with (operation, seconds, error kind or None)."""
 
@@ -65,8 +144,13 @@ def _no_observer(_operation: str, _seconds: float, _error: str | None) -> None:
     return None
 
 
-_UNAVAILABLE = ("READONLY", "NOREPLICAS", "MASTERDOWN", "LOADING", "BUSY", "TRYAGAIN")
-"""Error prefixes of a Valkey that refuses for now, not for good."""
+def _never_stalled() -> float:
+    return 0.0
+
+
+BLOCKED_SHARE = 0.25
+"""A call that timed out while the event loop was blocked for this share of the deadline or
+more is counted as `event_loop`, not as a Valkey `timeout` (Valkey may have answered in time)."""
 
 MAX_REPORTS_PER_CALL = 1000
 """Reports per FCALL: bounds how long one script holds Valkey (about 10 ms)."""
@@ -74,7 +158,7 @@ MAX_REPORTS_PER_CALL = 1000
 
 @dataclass(slots=True)
 class _Pending:
-    """A record() call waiting for its turn: (idempotency key, fingerprint, answer, rows)."""
+    """A record() call waiting for its turn: (idempotency key, fingerprint, replay, rows)."""
 
     request: tuple[str, str, str, list[tuple[str, str, str, str, str]]]
     future: asyncio.Future[Any]
@@ -83,10 +167,10 @@ class _Pending:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What `record` did: applied now, or the first answer to the same Idempotency-Key."""
+    """What `record` did: applied now, or replayed (what the first request with its key kept)."""
 
     replayed: bool
-    answer: bytes | None
+    replay: bytes | None
 
 
 def connect(settings: Settings) -> avalkey.Valkey:
@@ -101,6 +185,7 @@ def connect(settings: Settings) -> avalkey.Valkey:
         "retry_on_error": [],
         "max_connections": settings.valkey_max_connections,
         "client_name": "weather-api",
+        "parser_class": _Parser,
     }
     url = settings.valkey_url
     if url is None:
@@ -108,13 +193,57 @@ def connect(settings: Settings) -> avalkey.Valkey:
         raise ValueError(msg)
     parts = urlsplit(url)
     if parts.scheme == "redis+sentinel":
-        return _sentinel_master(parts.netloc, parts.path, options)
+        return _sentinel_master(parts.netloc, parts.path, parts.query, options)
     pool = avalkey.BlockingConnectionPool.from_url(url, timeout=settings.valkey_timeout, **options)
     return avalkey.Valkey(connection_pool=pool)
 
 
-def _sentinel_master(netloc: str, path: str, options: dict[str, Any]) -> avalkey.Valkey:
-    """Client for the primary that the sentinels in the URL name; follows failovers."""
+class _BlockingSentinelPool(SentinelConnectionPool, avalkey.BlockingConnectionPool):
+    """The primary's pool: waits for a free connection, and leaves an old primary within a second.
+
+    valkey-py's SentinelConnectionPool raises "Too many connections" at once when the pool is
+    full. Only two methods differ between its base pool and BlockingConnectionPool (taking and
+    returning a connection, under a condition), and the Sentinel pool overrides neither, so
+    mixing the two in gives the Sentinel pool the blocking behaviour (tests/test_sentinel.py:
+    40 concurrent reads through a pool of 4).
+
+    It also asks the Sentinels for the primary once a second at most, not only when it opens a
+    connection: after a failover the old primary keeps accepting writes until the Sentinels
+    convert it (up to 10 s later), and every write sent there in between is acknowledged and
+    then lost. Connections to an address that is no longer the primary are closed when they
+    come back to the pool (tests/deploy/test_valkey_ha.py, the failover test).
+    """
+
+    RECHECK_SECONDS = 1.0
+
+    def __init__(self, service_name: str, sentinel_manager: Sentinel, **kwargs: Any) -> None:  # noqa: ANN401
+        super().__init__(service_name, sentinel_manager, **kwargs)  # type: ignore[no-untyped-call]
+        self._checked = 0.0
+
+    async def get_connection(self, command_name: str, *keys: Any, **options: Any) -> Any:  # noqa: ANN401
+        """A connection to the current primary; the Sentinels are asked at most once a second."""
+        now = time.monotonic()
+        if now - self._checked >= self.RECHECK_SECONDS:
+            self._checked = now
+            # Closes idle connections when the primary moved; with no Sentinel answering, the
+            # connections already open keep serving (the primary may well be fine).
+            with contextlib.suppress(MasterNotFoundError):
+                await self.get_master_address()  # type: ignore[no-untyped-call]
+        return await super().get_connection(command_name, *keys, **options)  # type: ignore[no-untyped-call]
+
+    async def release(self, connection: Any) -> None:  # noqa: ANN401
+        """Return a connection; one to an old primary is closed first (it reconnects to the new)."""
+        if self.master_address is not None and (connection.host, connection.port) != self.master_address:
+            await connection.disconnect()
+        await super().release(connection)
+
+
+def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]) -> avalkey.Valkey:
+    """Client for the primary that the sentinels in the URL name; follows failovers.
+
+    The URL's user and password are for the Valkey nodes; `sentinel_username` and
+    `sentinel_password` query parameters (percent-encoded) are for the Sentinels themselves.
+    """
     credentials, _, hosts = netloc.rpartition("@")
     username, _, password = credentials.partition(":")
     nodes = []
@@ -122,17 +251,27 @@ def _sentinel_master(netloc: str, path: str, options: dict[str, Any]) -> avalkey
         host, _, port = host_port.rpartition(":")
         nodes.append((host or host_port, int(port or 26379)))
     service = path.strip("/") or "weather"
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        nodes,
-        socket_timeout=options["socket_timeout"],
-        socket_connect_timeout=options["socket_connect_timeout"],
-    )
+    sentinel_options = {
+        "socket_timeout": options["socket_timeout"],
+        "socket_connect_timeout": options["socket_connect_timeout"],
+    }
+    for name, values in parse_qs(query, strict_parsing=bool(query)).items():
+        if name not in {"sentinel_username", "sentinel_password"}:
+            msg = f"unknown parameter {name!r} in the redis+sentinel:// URL"
+            raise ValueError(msg)
+        sentinel_options[name.removeprefix("sentinel_")] = values[-1]
+    sentinel = Sentinel(nodes, sentinel_kwargs=sentinel_options)  # type: ignore[no-untyped-call]
     client_options = dict(options)
     if username:
         client_options["username"] = unquote(username)
     if password:
         client_options["password"] = unquote(password)
-    client: avalkey.Valkey = sentinel.master_for(service, **client_options)
+    client: avalkey.Valkey = sentinel.master_for(
+        service,
+        connection_pool_class=_BlockingSentinelPool,
+        timeout=options["socket_timeout"],
+        **client_options,
+    )
     return client
 
 
@@ -145,14 +284,17 @@ class Store:
         settings: Settings,
         observe: Observer = _no_observer,
         tracer: trace.Tracer | None = None,
+        stalled: Callable[[], float] = _never_stalled,
     ) -> None:
         self._client = client
         self._tracer = tracer or trace.NoOpTracer()
         self._settings = settings
         self._observe = observe
+        self._stalled = stalled
         self._prefix = settings.key_prefix
         self._count_key = f"{self._prefix}:count"
         self._loaded = False
+        self._may_load = True
         self._queue: deque[_Pending] = deque()
         self._sender: asyncio.Task[None] | None = None
         self._config = msgspec.json.encode(
@@ -189,27 +331,36 @@ class Store:
             attributes={"db.system.name": "valkey", "db.operation.name": operation},
         )
 
+    def _timed_out(self, stalled: float) -> str:
+        """Why a deadline passed: Valkey, or the event loop standing still since `stalled`."""
+        blocked = self._stalled() - stalled
+        if blocked < BLOCKED_SHARE * self._settings.valkey_timeout:
+            return "timed out"
+        return f"timed out (event loop blocked {blocked:.2f} s)"
+
     async def _call(self, operation: str, func: Callable[[], Awaitable[T]]) -> T:
         """Run one Valkey call under the deadline, map failures, report its duration."""
         start = time.perf_counter()
+        stalled = self._stalled()
         error: str | None = None
         span = self._span(operation)
         try:
             async with asyncio.timeout(self._settings.valkey_timeout):
                 return await func()
         except (TimeoutError, ValkeyTimeoutError) as exc:
-            error = "timeout"
-            raise StoreUnavailable(operation, "timed out") from exc
+            reason = self._timed_out(stalled)
+            error = "timeout" if reason == "timed out" else "event_loop"
+            raise StoreUnavailable(operation, reason) from exc
+        except Refused as exc:
+            # Valkey refused before running anything (see _REFUSALS) and will accept again, as
+            # after a Sentinel failover, a replica's promotion or memory freed: 503, not 500.
+            error = "unavailable"
+            raise StoreUnavailable(operation, f"refused: {exc}") from exc
         except (ValkeyConnectionError, OSError) as exc:
             error = "connection"
             raise StoreUnavailable(operation, str(exc) or type(exc).__name__) from exc
-        except ResponseError as exc:
-            # A replica (READONLY), a primary without enough replicas (NOREPLICAS), one still
-            # loading its data (LOADING) or busy with a script (BUSY): Valkey refused before
-            # writing anything, and will accept again soon, as after a Sentinel failover.
-            error = "unavailable" if str(exc).startswith(_UNAVAILABLE) else "response"
-            if error == "unavailable":
-                raise StoreUnavailable(operation, str(exc)) from exc
+        except FunctionNotFound:
+            error = "not_loaded"
             raise
         except ValkeyError:
             error = "response"
@@ -221,22 +372,33 @@ class Store:
                     span.set_status(trace.StatusCode.ERROR, error)
                 span.end()
 
+    async def install(self) -> None:
+        """FUNCTION LOAD this version's library (REPLACE: idempotent); needs that permission."""
+        await self._call("load", lambda: self._command("FUNCTION", "LOAD", "REPLACE", _SOURCE))
+
     async def load(self) -> None:
-        """Load the function library (idempotent) and register every municipality."""
+        """Make sure the function library is there, and register every municipality.
 
-        async def run() -> None:
-            await self._command("FUNCTION", "LOAD", "REPLACE", _SOURCE)
-            await self._command(
-                "FCALL",
-                f"{LIBRARY}_prepare",
-                1,
-                self._count_key,
-                self._config,
-                *self._settings.municipalities,
-            )
-
-        await self._call("load", run)
+        A Valkey user that may not FUNCTION LOAD (NOPERM: a least-privilege ACL) uses the
+        library an administrator loaded (`weather-api load-library`) and never tries again;
+        until the library is there, every call is `StoreUnavailable`.
+        """
+        self._loaded = False
+        if self._may_load:
+            try:
+                await self.install()
+            except NoPermissionError:
+                self._may_load = False
+        try:
+            prepare = self._fcall_args("prepare", self._config, *self._settings.municipalities)
+            await self._call("load", lambda: self._command(*prepare))
+        except FunctionNotFound:
+            reason = f"function library {LIBRARY} not loaded and this Valkey user may not load it (NOPERM)"
+            raise StoreUnavailable("load", f"{reason}: run `weather-api load-library`") from None
         self._loaded = True
+
+    def _fcall_args(self, function: str, *args: str | bytes) -> tuple[str | bytes | int, ...]:
+        return ("FCALL", f"{LIBRARY}_{function}", 1, self._count_key, *args)
 
     async def prepare(self) -> None:
         """Close time-series buckets whose interval ended (and re-register municipalities)."""
@@ -246,14 +408,12 @@ class Store:
         """FCALL a library function, loading the library first when Valkey lacks it."""
         if not self._loaded:
             await self.load()
-        command = ("FCALL", f"{LIBRARY}_{function}", 1, self._count_key, *args)
+        command = self._fcall_args(function, *args)
         try:
             return await self._call(operation, lambda: self._command(*command))
-        except ResponseError as exc:
+        except FunctionNotFound:
             # Valkey rejects an unknown function before running anything, so calling again
             # after loading cannot apply a report twice.
-            if "function not found" not in str(exc).lower():
-                raise
             await self.load()
             return await self._call(operation, lambda: self._command(*command))
 
@@ -261,11 +421,13 @@ class Store:
         self,
         reports: Sequence[Report],
         ids: Sequence[str],
-        answer: bytes,
+        replay: bytes,
         idempotency: tuple[str, str] | None = None,
     ) -> Outcome:
         """Apply reports atomically; with (key, fingerprint), at most once per key.
 
+        `replay` is what a later request with the same key gets back (`Outcome.replay`): it is
+        kept in Valkey as long as the key, so keep it small (the app keeps the first id only).
         Concurrent calls share Valkey round trips (see `_send`); each call still waits at
         most `valkey_timeout`, and one that times out before its turn is never sent.
         """
@@ -277,32 +439,34 @@ class Store:
             (i, r.municipality, repr(r.temperature), repr(r.humidity), r.weather)
             for i, r in zip(ids, reports, strict=True)
         ]
-        pending = _Pending((key, fingerprint, answer.decode(), rows), asyncio.get_running_loop().create_future())
+        pending = _Pending((key, fingerprint, replay.decode(), rows), asyncio.get_running_loop().create_future())
         self._queue.append(pending)
         if self._sender is None or self._sender.done():
             # A context of its own: the sender serves many requests, so it must not carry
             # (and parent its spans under) the trace of the one that happened to start it.
             self._sender = asyncio.create_task(self._send(), context=contextvars.Context())
         span = self._span("record")
+        stalled = self._stalled()
         try:
             async with asyncio.timeout(self._settings.valkey_timeout):
                 result = await pending.future
         except TimeoutError:
+            reason = self._timed_out(stalled)
             if pending.sent:
-                raise OutcomeUnknown("record", "timed out, outcome unknown") from None
-            raise StoreUnavailable("record", "timed out before sending") from None
+                raise OutcomeUnknown("record", reason + ", outcome unknown") from None
+            raise StoreUnavailable("record", reason + " before sending") from None
         except StoreUnavailable as exc:
-            if isinstance(exc.__cause__, ResponseError):
-                raise  # Valkey refused the call (READONLY, LOADING, ...): nothing of it ran
+            if exc.operation != "record" or isinstance(exc.__cause__, Refused):
+                raise  # the library could not be loaded, or Valkey refused the call: nothing ran
             raise OutcomeUnknown(exc.operation, exc.reason) from exc  # the connection failed mid-call
         finally:
             if span is not None:
                 span.end()
         status = result[0]
         if status == b"applied":
-            return Outcome(replayed=False, answer=None)
+            return Outcome(replayed=False, replay=None)
         if status == b"replayed":
-            return Outcome(replayed=True, answer=result[1])
+            return Outcome(replayed=True, replay=result[1])
         raise IdempotencyConflict
 
     async def _send(self) -> None:
@@ -335,10 +499,12 @@ class Store:
                     p.future.set_result(result)
 
     async def ping(self) -> None:
-        """Succeed only when Valkey answers and this version's library is loaded."""
-        if not self._loaded:
-            await self.load()
-        version = await self._call("ping", lambda: self._command("FCALL_RO", f"{LIBRARY}_version", 0))
+        """Succeed only when Valkey would accept a report now and this version's library is loaded.
+
+        The library's `version` function carries no `no-writes` flag, so Valkey refuses it
+        exactly when it would refuse a report: full, a replica, short of replicas, ...
+        """
+        version = await self._fcall("ping", "version")
         if version != LIBRARY.encode():  # pragma: no cover - would be a Valkey bug
             raise StoreUnavailable("ping", f"unexpected library version {version!r}")
 

