@@ -1,8 +1,8 @@
 """The ledger: what the load test saw the service accept, for `verify` to compare with Valkey.
 
 A report enters the ledger once, when the logical request that carried it ends: accepted (a 201,
-first or replayed), rejected (an answer that says nothing was written), or unknown (no answer:
-timeout or broken connection, so the service may or may not have applied it). Workers of a
+first or replayed), rejected (an answer that says nothing was written), or unknown (no answer, or a 503 saying
+`"outcome": "unknown"`: the service may or may not have applied it). Workers of a
 distributed run send their ledgers to the master in pieces (`to_dict`/`merge`); the master or a
 standalone run writes the one file.
 """

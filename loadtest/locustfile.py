@@ -20,6 +20,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +30,7 @@ from typing import Any
 import gevent
 from locust import events
 from locust.env import Environment
+from locust.html import get_html_report, process_html_filename
 from locust.runners import MasterRunner, Runner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 from locust.util.timespan import parse_timespan
@@ -123,6 +125,7 @@ def on_init(environment: Environment, runner: Runner, **_: Any) -> None:  # noqa
     problem = check_options(options)
     if problem:
         sys.exit(problem)  # before any user starts: a run with a typo must not hang or send 400s
+    CTRL_C.install()
     environment.profile = options.profile
     # Workers keep every class: the master decides which ones they run.
     if not isinstance(runner, WorkerRunner) and not options.user_classes:
@@ -203,6 +206,36 @@ def plan(options: Any) -> tuple[int | None, float | None]:  # noqa: ANN401
         requests = 0 if options.duration else DEFAULT_REQUESTS
     deadline = time.monotonic() + parse_timespan(options.duration) if options.duration else None
     return (requests or None), deadline
+
+
+class CtrlC:
+    """Ctrl+C stops the run in Locust's main greenlet, never inside a request.
+
+    Python raises KeyboardInterrupt in whichever greenlet runs when SIGINT arrives: often a user
+    in the middle of a request, which then dies with its fate unknown (tests/loadtest/
+    test_profiles.py caught that). A gevent signal watcher instead throws it into the main
+    greenlet, where Locust's own Ctrl+C handling starts (HTML report, then the quitting event,
+    whose handler lets the requests in flight end). Later SIGINTs (`task loadtest` forwards the
+    terminal's to Locust, which got it already) change nothing.
+    """
+
+    def __init__(self) -> None:
+        self._watcher: object = None
+        self.stopping = False
+
+    def install(self) -> None:
+        """Watch SIGINT from now on (in the process that runs the locustfile)."""
+        self._watcher = gevent.signal_handler(signal.SIGINT, self._on_sigint)
+
+    def _on_sigint(self) -> None:
+        if self.stopping:
+            logger.info("already stopping: the requests in flight are ending")
+            return
+        self.stopping = True
+        gevent.get_hub().parent.throw(KeyboardInterrupt)
+
+
+CTRL_C = CtrlC()
 
 
 def drained(environment: Environment) -> None:
@@ -315,6 +348,8 @@ def on_quitting(environment: Environment, **_: Any) -> None:  # noqa: ANN401
     ledger.write(path)
     if options.csv_prefix:
         write_final_csv(environment, options.csv_prefix)
+    if options.html_file:
+        write_missing_html(environment, options, since=time.time() - (time.monotonic() - run.started))
     total = environment.stats.total
     seen = Observed(
         requests=total.num_requests,
@@ -368,6 +403,21 @@ def write_final_csv(environment: Environment, prefix: str) -> None:
         with partial.open("w", newline="", encoding="utf-8") as f:
             write(csv.writer(f))
         partial.replace(path)
+
+
+def write_missing_html(environment: Environment, options: Any, since: float) -> None:  # noqa: ANN401
+    """Write Locust's HTML report if Locust has not, as after SIGTERM.
+
+    Locust writes it before the quitting event when the run ends by itself or by Ctrl+C, but its
+    SIGTERM handler goes straight to quitting and skips it (locust 2.47, locust/main.py,
+    `sig_term_handler`); a report written since the run started is left alone.
+    """
+    process_html_filename(options)
+    path = Path(options.html_file)
+    if path.exists() and path.stat().st_mtime >= since:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(get_html_report(environment, show_download_link=False), encoding="utf-8")
 
 
 def ledger_path(options: Any) -> Path:  # noqa: ANN401

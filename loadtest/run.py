@@ -102,6 +102,20 @@ def locust_command(args: argparse.Namespace, folder: Path, extra: Sequence[str])
     return [*command, *extra]
 
 
+class PassOn:
+    """Signal handler: pass the first SIGINT or SIGTERM on to Locust, ignore the ones after it."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+        self._passed = False
+
+    def __call__(self, signum: int, _frame: object) -> None:
+        """Forward `signum` once."""
+        if not self._passed:
+            self._passed = True
+            self._process.send_signal(signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns Locust's exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -113,13 +127,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     folder = results_folder(args.results)
     command = locust_command(args, folder, extra)
     print(f"loadtest: {args.profile} profile against {args.host}; results in {folder}", flush=True)  # noqa: T201
-    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"})  # noqa: S603
-    try:
-        code = process.wait()
-    except KeyboardInterrupt:
-        # The terminal sent SIGINT to Locust too; give it the time it needs to write its reports.
-        process.send_signal(signal.SIGINT)
-        code = process.wait()
+    # Locust gets a process group of its own, so that a terminal's Ctrl+C reaches this runner
+    # alone, which passes it on exactly once: a second SIGINT (the terminal's and ours) could
+    # arrive as Locust removes its handler on the way out, and kill it (exit -2).
+    process = subprocess.Popen(command, env={**os.environ, "PYTHONUNBUFFERED": "1"}, process_group=0)  # noqa: S603
+    stop = PassOn(process)
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    code = process.wait()  # Locust stops in order: requests in flight end, reports are written
     verdict = "passed" if code == 0 else f"FAILED (exit {code})"
     if (folder / "ledger.json").exists():
         print(  # noqa: T201

@@ -81,14 +81,16 @@ def rejected(status: int) -> str:
 def settled(response: Any) -> str | None:  # noqa: ANN401
     """The outcome an answer proves, or None when the request may have been applied unseen.
 
-    201 is accepted. The contract says a 4xx or a 503 (Valkey unavailable) wrote nothing, and a
-    refused connection carried nothing. A timeout, a broken connection or another 5xx proves
-    nothing.
+    201 is accepted. A 4xx wrote nothing, and neither did a 503 whose problem says
+    `"outcome": "not_applied"` (Valkey was not reached in time, or refused) or that the service
+    was over capacity; a refused connection carried nothing. A 503 with `"outcome": "unknown"`
+    (the reports were handed to Valkey, no answer came back: they may run once Valkey is back),
+    any other 503, a timeout, a broken connection or another 5xx proves nothing.
     """
     status = response.status_code
     if status == 201:
         return "accepted"
-    if 400 <= status < 500 or status == 503:
+    if 400 <= status < 500 or (status == 503 and _not_applied(response)):
         return rejected(status)
     if status == NO_ANSWER and isinstance(response.error, ConnectionRefusedError):
         return rejected(NO_ANSWER)
@@ -271,6 +273,14 @@ class InvalidUser(WeatherUser):
             outcome = settled(response)
             # A bad request that got in may have stored something: let verify show it.
             return "unknown" if outcome in (None, "accepted") else outcome
+
+
+def _not_applied(response: Any) -> bool:  # noqa: ANN401
+    """Whether a 503 problem says nothing was written: `outcome` not_applied, or shed over capacity."""
+    answer = parse(response.text)
+    if not isinstance(answer, dict):
+        return False
+    return answer.get("outcome") == "not_applied" or answer.get("type") == "urn:weather-api:problem:over-capacity"
 
 
 def parse(text: str | None) -> Any:  # noqa: ANN401

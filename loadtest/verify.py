@@ -216,7 +216,8 @@ def report(ledger: Ledger, path: Path, where: str, result: Comparison) -> list[s
         lines.append("WARNING: the ledger is incomplete (the run was cut short); differences may be its own")
     if result.unknown:
         lines.append(
-            f"INCONCLUSIVE: {result.unknown} reports of unknown fate (timeouts without a retry that settled them)"
+            f"INCONCLUSIVE: {result.unknown} reports of unknown fate "
+            "(timeouts or 503 outcome unknown, without a retry that settled them)"
         )
     if result.duplicated and not result.lost:
         lines.append("hint: was the store empty before the run? `task loadtest:reset -- --yes` empties it")

@@ -1,14 +1,18 @@
 """Valkey's key count and memory do not grow with the number of reports.
 
-The bound is the one docs/architecture.md states: 10 + 6 x municipalities keys, and for the data
-set at most RECENT_MAXLEN raw reports and SERIES_MAXLEN buckets per municipality.
+The bound is the one docs/architecture.md states: the keys of its "Valkey keys" table (10 + 6 x
+municipalities), and for the data set at most RECENT_MAXLEN raw reports and SERIES_MAXLEN buckets
+per municipality. The key set is read from that table, not restated here, so the test holds the
+code to the documentation.
 """
 
 from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import valkey
@@ -45,36 +49,48 @@ def _footprint(client: valkey.Valkey) -> tuple[set[str], int]:
     return {k.decode() for k in keys}, sum(client.memory_usage(k, samples=0) or 0 for k in keys)
 
 
-GLOBAL_KEYS = ("count", "counts", "sum:temperature", "sum:humidity", "avg:temperature", "avg:humidity")
-PER_MUNICIPALITY = ("conditions", "max", "min", "series", "bucket", "recent")
-ALL_KEYS = {
-    *(f"weather:{k}" for k in (*GLOBAL_KEYS, "max", "min", "conditions", "municipalities")),
-    *(f"weather:{k}:{m}" for k in PER_MUNICIPALITY for m in MUNICIPALITIES),
-}
-"""Every key the data can ever have: 10 + 6 per municipality (a closed bucket's key comes and goes)."""
+ARCHITECTURE = Path(__file__).resolve().parents[1] / "docs" / "architecture.md"
+GROWTH = 1.5
+"""Memory after 200,000 reports may exceed that after 20,000 by this factor at most: the capped
+streams are trimmed by whole nodes (MAXLEN ~) and the series fill up to SERIES buckets, so the
+total wobbles (70 to 92 KiB measured) but does not grow with the reports (ten times as many)."""
+
+
+def documented_keys() -> set[str]:
+    """The keys of docs/architecture.md's "Valkey keys" table, `<m>` expanded, Idempotency-Key records left out."""
+    text = ARCHITECTURE.read_text()
+    table = text.split("## Valkey keys", 1)[1].split("\n\n", 2)[1]
+    names = [name for row in table.splitlines() for name in re.findall(r"`([^`]+)`", row.split("|")[1])]
+    keys = {n.replace("<m>", m) for n in names if ":idem:" not in n for m in MUNICIPALITIES}
+    assert re.search(r"Bound: `10 \+ 6 \u00d7 municipalities` keys", text), "the documented bound moved"
+    return keys
 
 
 def test_two_hundred_thousand_reports_stay_within_a_fixed_bound(start_api: Callable[..., Api], valkey_url: str) -> None:
-    """Keys and memory after 200,000 reports equal those after 20,000, under the documented bound."""
+    """After 200,000 reports: only the documented keys, memory as after 20,000 and under the bound."""
     api = start_api(
         valkey_url,
         WEATHER_RECENT_MAXLEN=str(RECENT),
         WEATHER_SERIES_MAXLEN=str(SERIES),
         WEATHER_SERIES_INTERVAL="1",
     )
+    documented = documented_keys()
+    assert len(documented) == 10 + 6 * len(MUNICIPALITIES)
+    # A closed bucket's key comes and goes; after several seconds of reports every other
+    # documented key exists (a series appears when its first bucket closes).
+    buckets = {f"weather:bucket:{m}" for m in MUNICIPALITIES}
     client = valkey.Valkey.from_url(valkey_url)
     rng = random.Random(3)
     _send(api, 20_000, rng)
-    keys_early, _ = _footprint(client)
-    assert len(keys_early) >= 10 + 5 * len(MUNICIPALITIES)
+    keys_early, memory_early = _footprint(client)
+    assert keys_early <= documented
     _send(api, 180_000, rng)
     keys, memory = _footprint(client)
 
     assert int(client.get("weather:count")) == 200_000
-    assert len(ALL_KEYS) == 10 + 6 * len(MUNICIPALITIES)
-    assert keys_early <= ALL_KEYS
-    assert keys <= ALL_KEYS
+    assert documented - buckets <= keys <= documented
     assert memory < MEMORY_BOUND
+    assert memory <= GROWTH * memory_early, (memory, memory_early)
     for m in MUNICIPALITIES:
         # MAXLEN ~ trims whole stream nodes (100 entries), so a little over RECENT may remain.
         assert client.xlen(f"weather:recent:{m}") <= RECENT + 100

@@ -154,7 +154,6 @@ def test_404_405_and_rejections_are_counted(valkey_url: str) -> None:
         )
 
     traced.run(scenario)
-    duration = traced.metrics.request_duration
     registry = traced.metrics.registry
     assert (
         registry.get_sample_value(
@@ -171,7 +170,9 @@ def test_404_405_and_rejections_are_counted(valkey_url: str) -> None:
     )
     for reason in ("unsupported_media_type", "invalid_report", "body_too_large"):
         assert registry.get_sample_value("weather_reports_rejected_total", {"reason": reason}) == 1, reason
-    assert duration is not None
+    for status in ("400", "413", "415"):
+        labels = {"method": "POST", "route": "/api/weather", "status_code": status}
+        assert registry.get_sample_value("http_server_request_duration_seconds_count", labels) == 1, status
 
 
 def test_two_apps_in_one_process_keep_separate_metrics(valkey_url: str) -> None:

@@ -17,7 +17,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 from weather_api.ingest import BadIdempotencyKey, UnsupportedMediaType
 from weather_api.model import InvalidReport
 from weather_api.routes import UnknownMunicipality
-from weather_api.store import IdempotencyConflict, StoreUnavailable
+from weather_api.store import IdempotencyConflict, OutcomeUnknown, StoreUnavailable
 from weather_api.telemetry import Metrics
 
 log = logging.getLogger("weather_api")
@@ -55,12 +55,15 @@ def to_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
         _reject(request, "idempotency_conflict")
         problem = _problem(422, "Idempotency-Key reused", "this Idempotency-Key was used with a different request")
     elif isinstance(exc, StoreUnavailable):
+        outcome = {}
         if request.method == "POST":
             _reject(request, "unavailable")
+            # For clients that keep books (the load test's ledger): may the reports have been applied?
+            outcome["outcome"] = "unknown" if isinstance(exc, OutcomeUnknown) else "not_applied"
         log.debug("valkey unavailable", extra={"operation": exc.operation, "reason": exc.reason})
         retry = "retry with the same Idempotency-Key" if request.method == "POST" else "retry later"
         detail = f"Valkey is unavailable ({exc.reason}); {retry}"
-        problem = _problem(503, "Storage unavailable", detail, headers={"Retry-After": "1"})
+        problem = _problem(503, "Storage unavailable", detail, headers={"Retry-After": "1"}, **outcome)
     elif isinstance(exc, UnknownMunicipality):
         problem = _problem(404, "Unknown municipality", str(exc))
     elif isinstance(exc, HTTPException):

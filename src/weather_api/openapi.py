@@ -91,7 +91,10 @@ REPORT_ERRORS = {
     422: _problem("The Idempotency-Key was used with other reports"),
     431: _HEAD_TOO_LARGE,
     500: _INTERNAL,
-    503: _problem(f"{_UNAVAILABLE}: nothing was written; retry with the same Idempotency-Key after Retry-After"),
+    503: _problem(
+        f"{_UNAVAILABLE}. `outcome` says whether the reports may have been applied (`unknown`) or were not "
+        "(`not_applied`); retry with the same Idempotency-Key after Retry-After"
+    ),
 }
 """The error answers of both POST endpoints."""
 

@@ -7,7 +7,7 @@ document. Errors are `Problem`s (RFC 9457), answered by `weather_api.errors`.
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -33,6 +33,13 @@ class Problem(msgspec.Struct):
     status: Annotated[int, msgspec.Meta(ge=400, le=599, description="The HTTP status code, repeated")]
     detail: str
     errors: list[FieldProblem] | None = None
+    outcome: (
+        Annotated[
+            Literal["unknown", "not_applied"],
+            msgspec.Meta(description="503 to a POST: whether the reports may have been applied (`unknown`)"),
+        ]
+        | None
+    ) = None
 
 
 class Accepted(msgspec.Struct):

@@ -74,6 +74,10 @@ class StoreUnavailable(Exception):  # noqa: N818 - reads as a state, like asynci
         self.reason = reason
 
 
+class OutcomeUnknown(StoreUnavailable):
+    """A write was handed to Valkey and no answer came back: it may or may not have been applied."""
+
+
 class IdempotencyConflict(Exception):  # noqa: N818
     """The Idempotency-Key was used before with a different request body."""
 
@@ -448,8 +452,13 @@ class Store:
                 result = await pending.future
         except TimeoutError:
             reason = self._timed_out(stalled)
-            reason += ", outcome unknown" if pending.sent else " before sending"
-            raise StoreUnavailable("record", reason) from None
+            if pending.sent:
+                raise OutcomeUnknown("record", reason + ", outcome unknown") from None
+            raise StoreUnavailable("record", reason + " before sending") from None
+        except StoreUnavailable as exc:
+            if exc.operation != "record" or isinstance(exc.__cause__, Refused):
+                raise  # the library could not be loaded, or Valkey refused the call: nothing ran
+            raise OutcomeUnknown(exc.operation, exc.reason) from exc  # the connection failed mid-call
         finally:
             if span is not None:
                 span.end()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import socket
 from collections import Counter
@@ -26,7 +27,8 @@ def test_factory_gives_the_favourite_its_share_and_plausible_values() -> None:
     assert 6800 < counts["chinautla"] < 7200
     assert all(800 < counts[m] < 1200 for m in ("mixco", "guatemala", "amatitlan"))
     assert all(5 <= r.temperature <= 35 and round(r.temperature, 1) == r.temperature for r in reports)
-    assert all(20 <= r.humidity <= 100 and r.weather in WEATHERS for r in reports)
+    assert all(20 <= r.humidity <= 100 and r.weather in {"sunny", "cloudy", "rainy", "foggy"} for r in reports)
+    assert set(WEATHERS) == {"sunny", "cloudy", "rainy", "foggy"}
 
 
 def test_factory_refuses_an_unknown_favourite() -> None:
@@ -43,19 +45,22 @@ def test_every_invalid_case_expects_a_4xx() -> None:
 
 
 def test_ledger_pieces_merge_into_the_whole() -> None:
-    """Worker pieces sent through JSON add up to one ledger of the same reports."""
+    """Worker pieces sent through JSON add up to the counts, sums and extremes of the reports themselves."""
     reports = ReportFactory(MUNICIPALITIES, "mixco", rng=random.Random(1)).batch(50)
-    whole, worker, master = Ledger(), Ledger(), Ledger()
-    whole.accept(reports)
+    worker, master = Ledger(), Ledger()
     for part in (reports[:20], reports[20:]):
         worker.accept(part)
         worker.finish(len(part))
         master.merge(Ledger.from_dict(worker.take().to_dict()))
     assert worker.is_empty()
-    assert master.accepted == whole.accepted
-    assert master.requests == 50
-    assert master.temperature["mixco"].max == whole.temperature["mixco"].max
-    assert master.humidity["mixco"].sum == whole.humidity["mixco"].sum
+    cells = Counter((r.municipality, r.weather) for r in reports)
+    assert {(m, w): n for m, row in master.accepted.items() for w, n in row.items()} == cells
+    assert master.requests == master.total_accepted == 50
+    for m in {r.municipality for r in reports}:
+        mine = [r for r in reports if r.municipality == m]
+        assert master.temperature[m].max == max(r.temperature for r in mine)
+        assert master.temperature[m].min == min(r.temperature for r in mine)
+        assert math.isclose(master.humidity[m].sum, sum(r.humidity for r in mine))
 
 
 def test_pool_hands_out_exactly_the_limit_and_drains_once() -> None:

