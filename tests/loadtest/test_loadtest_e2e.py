@@ -64,7 +64,11 @@ def test_distributed_run_counts_exactly(api: Api, valkey_url: str, tmp_path: Pat
     """A master with two local workers makes exactly the planned requests and merges their ledgers."""
     results = tmp_path / "results"
     run = loadtest(
-        *run_args(api.url, results, "--requests", "300", "--profile", "mixed", "--workers", "2"),
+        # Every user starts at once (the last `--spawn-rate` wins over run_args' 100/s): at 100/s
+        # the invalid user, spawned last, could find the 300 tickets taken on a busy machine.
+        *run_args(
+            api.url, results, "--requests", "300", "--profile", "mixed", "--workers", "2", "--spawn-rate", "1000"
+        ),
         "--",
         "--worker-metrics-port",
         "0",
