@@ -100,7 +100,8 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
         time.sleep(0.02)
 
 
-def _answers(url: str) -> bool:
+def answers_200(url: str) -> bool:
+    """Whether a GET of `url` answers 200 now (any failure to answer is a no)."""
     try:
         return httpx.get(url, timeout=1).status_code == 200
     except httpx.HTTPError:
@@ -129,7 +130,7 @@ def start_api(tmp_path: Path) -> Iterator[Callable[..., Api]]:
         api = Api(f"http://127.0.0.1:{port}", process, log)
         started.append(api)
         probe = "/ready" if ready else "/health"
-        wait_until(lambda: process.poll() is None and _answers(api.url + probe), 30, f"{probe} of {api.url}")
+        wait_until(lambda: process.poll() is None and answers_200(api.url + probe), 30, f"{probe} of {api.url}")
         return api
 
     yield start

@@ -26,7 +26,10 @@ class Span:
     name: str
     kind: int
     trace_id: str
+    span_id: str
     parent_span_id: str
+    status: int
+    service: str
     attributes: dict[str, Any]
 
 
@@ -35,12 +38,18 @@ def _value(value: Any) -> Any:  # noqa: ANN401 - an AnyValue message
     return getattr(value, kind) if kind else None
 
 
+def _attributes(attributes: Any) -> dict[str, Any]:  # noqa: ANN401 - repeated KeyValue messages
+    return {a.key: _value(a.value) for a in attributes}
+
+
 class OtlpReceiver:
     """Listens on a loopback port; `spans()` returns every span received so far."""
 
     def __init__(self) -> None:
         self._spans: list[Span] = []
         self._lock = threading.Lock()
+        self.requests = 0
+        """Export requests received (on the collector's path, as protobuf)."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -48,9 +57,12 @@ class OtlpReceiver:
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
-                receiver.add(ExportTraceServiceRequest.FromString(body))
+                status = 404
+                if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
+                    receiver.add(ExportTraceServiceRequest.FromString(body))
+                    status = 200
                 answer = ExportTraceServiceResponse().SerializeToString()
-                self.send_response(200)
+                self.send_response(status)
                 self.send_header("Content-Type", "application/x-protobuf")
                 self.send_header("Content-Length", str(len(answer)))
                 self.end_headers()
@@ -63,10 +75,15 @@ class OtlpReceiver:
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
     @property
+    def url(self) -> str:
+        """The collector's base URL (OTEL_EXPORTER_OTLP_ENDPOINT: the exporter adds /v1/traces)."""
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    @property
     def endpoint(self) -> str:
         """The traces URL to give the exporter (OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}/v1/traces"
+        return f"{self.url}/v1/traces"
 
     def add(self, request: ExportTraceServiceRequest) -> None:
         """Keep the spans of one export request."""
@@ -75,20 +92,28 @@ class OtlpReceiver:
                 name=span.name,
                 kind=span.kind,
                 trace_id=span.trace_id.hex(),
+                span_id=span.span_id.hex(),
                 parent_span_id=span.parent_span_id.hex(),
-                attributes={a.key: _value(a.value) for a in span.attributes},
+                status=span.status.code,
+                service=str(_attributes(resource.resource.attributes).get("service.name", "")),
+                attributes=_attributes(span.attributes),
             )
             for resource in request.resource_spans
             for scope in resource.scope_spans
             for span in scope.spans
         ]
         with self._lock:
+            self.requests += 1
             self._spans.extend(spans)
 
     def spans(self) -> list[Span]:
         """Every span received so far."""
         with self._lock:
             return list(self._spans)
+
+    def named(self, name: str) -> list[Span]:
+        """The spans received so far with this name."""
+        return [s for s in self.spans() if s.name == name]
 
     def __enter__(self) -> Self:
         self._thread.start()

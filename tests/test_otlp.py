@@ -9,104 +9,29 @@ The receiver is a small HTTP server that decodes what the service's exporter pos
 from __future__ import annotations
 
 import signal
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
 from opentelemetry.proto.trace.v1.trace_pb2 import Span, Status
 
-from tests.conftest import Api, free_port, wait_until
+from tests.conftest import Api, wait_until
+from tests.otlp import OtlpReceiver
 from tests.support import report, send
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 
 
-@dataclass
-class Received:
-    """One span as the receiver decoded it."""
-
-    service: str
-    name: str
-    kind: int
-    trace_id: str
-    span_id: str
-    parent_id: str
-    status: int
-
-
-@dataclass
-class Receiver:
-    """What the OTLP receiver got: decoded spans, and how many export requests."""
-
-    url: str
-    spans: list[Received] = field(default_factory=list)
-    requests: int = 0
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def named(self, name: str) -> list[Received]:
-        """Spans received with this name."""
-        with self.lock:
-            return [s for s in self.spans if s.name == name]
-
-
 @pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    """An OTLP/HTTP trace receiver (protobuf) on a free loopback port."""
-    port = free_port()
-    received = Receiver(f"http://127.0.0.1:{port}")
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            status = 404
-            if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
-                request = ExportTraceServiceRequest.FromString(body)
-                with received.lock:
-                    received.requests += 1
-                    for resource_spans in request.resource_spans:
-                        attributes = {a.key: a.value.string_value for a in resource_spans.resource.attributes}
-                        for scope in resource_spans.scope_spans:
-                            received.spans += [
-                                Received(
-                                    attributes.get("service.name", ""),
-                                    s.name,
-                                    s.kind,
-                                    s.trace_id.hex(),
-                                    s.span_id.hex(),
-                                    s.parent_span_id.hex(),
-                                    s.status.code,
-                                )
-                                for s in scope.spans
-                            ]
-                status = 200
-            answer = ExportTraceServiceResponse().SerializeToString()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", str(len(answer)))
-            self.end_headers()
-            self.wfile.write(answer)
-
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-            """Quiet."""
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield received
-    server.shutdown()
-    server.server_close()
+def receiver() -> Iterator[OtlpReceiver]:
+    """An OTLP/HTTP trace receiver (protobuf) on a loopback port."""
+    with OtlpReceiver() as received:
+        yield received
 
 
 def test_spans_reach_an_otlp_receiver_with_the_callers_trace(
-    start_api: Callable[..., Api], valkey_url: str, receiver: Receiver
+    start_api: Callable[..., Api], valkey_url: str, receiver: OtlpReceiver
 ) -> None:
     """Default sampler, a sampled caller: the server span (caller's child) and its Valkey span arrive over OTLP."""
     api = start_api(
@@ -122,21 +47,21 @@ def test_spans_reach_an_otlp_receiver_with_the_callers_trace(
     wait_until(lambda: bool(receiver.named("valkey record") and receiver.named("valkey read")), 10, "the spans")
     (server,) = receiver.named("POST /api/weather")
     (client,) = receiver.named("valkey record")
-    assert (server.service, server.kind, server.trace_id, server.parent_id) == (
+    assert (server.service, server.kind, server.trace_id, server.parent_span_id) == (
         "weather-api-test",
         Span.SPAN_KIND_SERVER,
         TRACE_ID,
         PARENT_ID,
     )
-    assert (client.kind, client.trace_id, client.parent_id) == (Span.SPAN_KIND_CLIENT, TRACE_ID, server.span_id)
+    assert (client.kind, client.trace_id, client.parent_span_id) == (Span.SPAN_KIND_CLIENT, TRACE_ID, server.span_id)
     (reader,) = receiver.named("valkey read")
-    assert reader.parent_id == receiver.named("GET /stats")[0].span_id
+    assert reader.parent_span_id == receiver.named("GET /stats")[0].span_id
     assert server.status == client.status == reader.status == Status.STATUS_CODE_UNSET  # nothing failed
     assert _sampled(response.headers["traceparent"], f"00-{TRACE_ID}-{server.span_id}")
 
 
 def test_traces_exporter_none_sends_nothing_even_with_an_endpoint(
-    start_api: Callable[..., Api], valkey_url: str, receiver: Receiver
+    start_api: Callable[..., Api], valkey_url: str, receiver: OtlpReceiver
 ) -> None:
     """OTEL_TRACES_EXPORTER=none: sampled requests, an endpoint set, and yet no export, not even at shutdown."""
     api = start_api(
