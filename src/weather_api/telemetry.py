@@ -132,6 +132,7 @@ class Metrics:
             ["municipality"],
             registry=r,
         )
+        self._accepted: dict[str, Counter] = {}
         self.rejected = Counter(
             "weather_reports_rejected",
             "Requests to the report endpoints refused, by reason.",
@@ -164,6 +165,16 @@ class Metrics:
             registry=r,
         )
         build.labels(__version__, sys.version.split()[0]).set(1)
+
+    def accepted_in(self, municipality: str) -> Counter:
+        """The accepted-reports counter of one (validated, so bounded) municipality.
+
+        `labels()` takes a lock and builds a key on every call; the children are cached here.
+        """
+        child = self._accepted.get(municipality)
+        if child is None:
+            child = self._accepted[municipality] = self.accepted.labels(municipality)
+        return child
 
     def observe_valkey(self, operation: str, seconds: float, error: str | None) -> None:
         """Record one Valkey call (the store's observer)."""
