@@ -31,7 +31,8 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -151,14 +152,62 @@ more is counted as `event_loop`, not as a Valkey `timeout` (Valkey may have answ
 MAX_REPORTS_PER_CALL = 1000
 """Reports per FCALL: bounds how long one script holds Valkey (about 10 ms)."""
 
+GROUP_SPAN = 0.005
+"""Seconds within which queued requests share one deadline, and one timer for it: each request
+still waits at most `valkey_timeout`, and at least that less this."""
+
+_Request = tuple[str, str, str, list[tuple[str, str, str, str, str]]]
+"""One record() call as the library's `record` takes it: (idempotency key, fingerprint, replay, rows)."""
+
+
+class _Expired(Exception):  # noqa: N818 - a state, like StoreUnavailable
+    """A group's deadline passed before its answer came."""
+
 
 @dataclass(slots=True)
-class _Pending:
-    """A record() call waiting for its turn: (idempotency key, fingerprint, replay, rows)."""
+class _Group:
+    """record() calls queued together: one deadline and one timer for all, a future each.
 
-    request: tuple[str, str, str, list[tuple[str, str, str, str, str]]]
-    future: asyncio.Future[Any]
+    A timer (`asyncio.timeout`) per request cost ~3 us of its ~100 (docs/performance.md); the
+    futures stay one per request, so that a cancelled caller cancels nobody else's wait.
+    """
+
+    deadline: float
+    stalled: float
+    """The loop monitor's reading when the group opened (see `Store._timed_out`)."""
+    requests: list[_Request] = field(default_factory=list)
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+    reports: int = 0
     sent: bool = False
+    expired: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+    def takes(self, deadline: float) -> bool:
+        """Whether a request due at `deadline` may join (the group is not sent: it is queued)."""
+        return self.reports < MAX_REPORTS_PER_CALL and self.deadline >= deadline - GROUP_SPAN
+
+    def expire(self) -> None:
+        """The deadline passed: every caller still waiting hears of it."""
+        self.expired = True
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(_Expired())
+
+    def settle(self, results: Sequence[Any], start: int) -> None:
+        """Hand each caller its result, from `results[start]` on."""
+        if self.timer is not None:
+            self.timer.cancel()
+        for i, future in enumerate(self.futures, start):
+            if not future.done():
+                future.set_result(results[i])
+
+    def fail(self, exc: BaseException) -> None:
+        """Every caller still waiting gets `exc`."""
+        if self.timer is not None:
+            self.timer.cancel()
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,10 +218,18 @@ class Outcome:
     replay: bytes | None
 
 
+_RESULTS = msgspec.json.Decoder(list[list[str]])
+"""The reply of the library's `record`: one entry per request (see weather.lua)."""
+
+
 def connect(settings: Settings) -> avalkey.Valkey:
     """A client with explicit timeouts, a capped pool and no automatic retries."""
     options: dict[str, Any] = {
-        "socket_timeout": settings.valkey_timeout,
+        # No socket timeout: every call runs under `Store._call`'s deadline, which covers the
+        # reply too, and valkey-py's own would wrap each write in `asyncio.wait_for` (a task per
+        # command) and each read in another timer, ~12 us per round trip (docs/performance.md).
+        # A call cut off by the deadline closes its connection (valkey-py's read_response).
+        "socket_timeout": None,
         "socket_connect_timeout": settings.valkey_timeout / 2,
         # A pooled connection idle for a second is pinged before use: after a Valkey restart
         # the ping (safe to retry) finds the dead socket instead of a write (unsafe to retry).
@@ -189,7 +246,7 @@ def connect(settings: Settings) -> avalkey.Valkey:
         raise ValueError(msg)
     parts = urlsplit(url)
     if parts.scheme == "redis+sentinel":
-        return _sentinel_master(parts.netloc, parts.path, parts.query, options)
+        return _sentinel_master(parts.netloc, parts.path, parts.query, options, settings.valkey_timeout)
     pool = avalkey.BlockingConnectionPool.from_url(url, timeout=settings.valkey_timeout, **options)
     return avalkey.Valkey(connection_pool=pool)
 
@@ -234,7 +291,7 @@ class _BlockingSentinelPool(SentinelConnectionPool, avalkey.BlockingConnectionPo
         await super().release(connection)
 
 
-def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]) -> avalkey.Valkey:
+def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any], timeout: float) -> avalkey.Valkey:
     """Client for the primary that the sentinels in the URL name; follows failovers.
 
     The URL's user and password are for the Valkey nodes; `sentinel_username` and
@@ -248,7 +305,7 @@ def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]
         nodes.append((host or host_port, int(port or 26379)))
     service = path.strip("/") or "weather"
     sentinel_options = {
-        "socket_timeout": options["socket_timeout"],
+        "socket_timeout": timeout,  # Sentinels are asked outside `Store._call` too (valkey-py's connect)
         "socket_connect_timeout": options["socket_connect_timeout"],
     }
     for name, values in parse_qs(query, strict_parsing=bool(query)).items():
@@ -265,7 +322,7 @@ def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]
     client: avalkey.Valkey = sentinel.master_for(
         service,
         connection_pool_class=_BlockingSentinelPool,
-        timeout=options["socket_timeout"],
+        timeout=timeout,
         **client_options,
     )
     return client
@@ -291,7 +348,7 @@ class Store:
         self._count_key = f"{self._prefix}:count"
         self._loaded = False
         self._may_load = True
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[_Group] = deque()
         self._sender: asyncio.Task[None] | None = None
         self._config = msgspec.json.encode(
             {
@@ -303,6 +360,11 @@ class Store:
                 "ttl": settings.idempotency_ttl,
             },
         )
+
+        encode = self._client.connection_pool.get_encoder().encode  # type: ignore[no-untyped-call]
+        function = f"{LIBRARY}_record"
+        head = [b"FCALL", encode(function), b"1", encode(self._count_key), self._config]
+        self._record_prefix = b"*6\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in head)
 
     @property
     def client(self) -> avalkey.Valkey:
@@ -402,16 +464,42 @@ class Store:
 
     async def _fcall(self, operation: str, function: str, *args: str | bytes) -> Any:  # noqa: ANN401
         """FCALL a library function, loading the library first when Valkey lacks it."""
+        command = self._fcall_args(function, *args)
+        return await self._with_library(operation, lambda: self._command(*command))
+
+    async def _with_library(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`_call` of an FCALL, loading the library first when Valkey lacks it."""
         if not self._loaded:
             await self.load()
-        command = self._fcall_args(function, *args)
         try:
-            return await self._call(operation, lambda: self._command(*command))
+            return await self._call(operation, call)
         except FunctionNotFound:
             # Valkey rejects an unknown function before running anything, so calling again
             # after loading cannot apply a report twice.
             await self.load()
-            return await self._call(operation, lambda: self._command(*command))
+            return await self._call(operation, call)
+
+    def _record_command(self, payload: bytes) -> bytes:
+        """The FCALL of `record` for this payload, packed (RESP): the constant part is packed once.
+
+        valkey-py packs each argument of each command anew (~4 us for this one); this is the
+        same bytes (tests/test_store.py compares them).
+        """
+        return b"%s$%d\r\n%s\r\n" % (self._record_prefix, len(payload), payload)
+
+    async def _packed(self, command: bytes) -> Any:  # noqa: ANN401
+        """Send a packed command on a pooled connection and read its reply, as `execute_command` does.
+
+        Without its per-command extras (client-side cache lookup, retry wrapper, reply callbacks),
+        none of which this service uses. A failed write or read closes the connection (valkey-py).
+        """
+        pool = self._client.connection_pool
+        connection = await pool.get_connection("FCALL")  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(command)
+            return await connection.read_response()
+        finally:
+            await pool.release(connection)
 
     async def record(
         self,
@@ -435,29 +523,36 @@ class Store:
             (i, r.municipality, repr(r.temperature), repr(r.humidity), r.weather)
             for i, r in zip(ids, reports, strict=True)
         ]
-        pending = _Pending((key, fingerprint, replay.decode(), rows), asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
+        loop = asyncio.get_running_loop()
+        group = self._queue[-1] if self._queue else None
+        deadline = loop.time() + self._settings.valkey_timeout
+        if group is None or not group.takes(deadline):
+            group = _Group(deadline, self._stalled())
+            group.timer = loop.call_at(group.deadline, group.expire)
+            self._queue.append(group)
+        future = loop.create_future()
+        group.requests.append((key, fingerprint, replay.decode(), rows))
+        group.futures.append(future)
+        group.reports += len(rows)
         if self._sender is None or self._sender.done():
             # A context of its own: the sender serves many requests, so it must not carry
             # (and parent its spans under) the trace of the one that happened to start it.
             self._sender = asyncio.create_task(self._send(), context=contextvars.Context())
         span = self._span("record")
-        stalled = self._stalled()
         try:
-            async with asyncio.timeout(self._settings.valkey_timeout):
-                result = await pending.future
-        except TimeoutError:
-            reason = self._timed_out(stalled)
-            reason += ", outcome unknown" if pending.sent else " before sending"
+            result = await future
+        except _Expired:
+            reason = self._timed_out(group.stalled)
+            reason += ", outcome unknown" if group.sent else " before sending"
             raise StoreUnavailable("record", reason) from None
         finally:
             if span is not None:
                 span.end()
         status = result[0]
-        if status == b"applied":
+        if status == "applied":
             return Outcome(replayed=False, replay=None)
-        if status == b"replayed":
-            return Outcome(replayed=True, replay=result[1])
+        if status == "replayed":
+            return Outcome(replayed=True, replay=result[1].encode())
         raise IdempotencyConflict
 
     async def _send(self) -> None:
@@ -467,27 +562,27 @@ class Store:
         run, still atomic per request) serves them all; alone, a request goes out at once.
         """
         while self._queue:
-            batch: list[_Pending] = []
+            groups: list[_Group] = []
             reports = 0
             while self._queue and reports < MAX_REPORTS_PER_CALL:
-                pending = self._queue.popleft()
-                if not pending.future.done():  # its caller gave up: never send it
-                    pending.sent = True
-                    batch.append(pending)
-                    reports += len(pending.request[3])
-            if not batch:
+                group = self._queue.popleft()
+                if not group.expired:  # its callers gave up: never send it
+                    group.sent = True
+                    groups.append(group)
+                    reports += group.reports
+            if not groups:
                 continue
-            payload = msgspec.json.encode([p.request for p in batch])
+            command = self._record_command(msgspec.json.encode([request for g in groups for request in g.requests]))
             try:
-                results = await self._fcall("record", "record", self._config, payload)
+                results = _RESULTS.decode(await self._with_library("record", partial(self._packed, command)))
             except Exception as exc:  # noqa: BLE001 - whatever failed, every caller must hear of it
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+                for group in groups:
+                    group.fail(exc)
                 continue
-            for p, result in zip(batch, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(result)
+            start = 0
+            for group in groups:
+                group.settle(results, start)
+                start += len(group.futures)
 
     async def ping(self) -> None:
         """Succeed only when Valkey would accept a report now and this version's library is loaded.
