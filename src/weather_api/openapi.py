@@ -70,13 +70,20 @@ class ManyReports(Operation):
 
 
 REPORT_ERRORS = {
-    400: ResponseSpec(Problem, description="Malformed JSON or an invalid report", media_type=PROBLEM),
-    413: ResponseSpec(Problem, description="Body over the size limit", media_type=PROBLEM),
-    415: ResponseSpec(Problem, description="Content-Type is not application/json", media_type=PROBLEM),
-    422: ResponseSpec(Problem, description="Idempotency-Key reused with other reports", media_type=PROBLEM),
-    503: ResponseSpec(Problem, description="Valkey unavailable, nothing written; see Retry-After", media_type=PROBLEM),
+    status: ResponseSpec(Problem, description=description, media_type=PROBLEM, generate_examples=False)
+    for status, description in (
+        (400, "Malformed JSON or an invalid report"),
+        (413, "Body over the size limit"),
+        (415, "Content-Type is not application/json"),
+        (422, "Idempotency-Key reused with other reports"),
+        (503, "Valkey unavailable, nothing written; see Retry-After"),
+    )
 }
-"""The error answers of both POST endpoints."""
+"""The error answers of both POST endpoints.
+
+Without generated examples (`ResponseSpec` makes them by default, though none reaches this
+document: `Problem` is a reference): making them imports polyfactory and Faker, which grew the
+process by ~50 MiB the first time anyone read /schema (docs/performance.md, Memory)."""
 
 _IDEMPOTENCY = [
     Parameter(

@@ -289,7 +289,9 @@ class RequestTelemetry:
         method = sent_method if sent_method in KNOWN_METHODS else OTHER_METHOD
         parent = _extract(scope["headers"])
         # Named by method until routing names the route (semantic conventions for HTTP spans).
-        span = self._tracer.start_span(_span_name(method, None), parent, trace.SpanKind.SERVER)
+        # Without a caller's context, a new trace: the empty context says so (and spares the SDK
+        # two lookups of the current one, ~0.3 us).
+        span = self._tracer.start_span(_span_name(method, None), parent or _ROOT, trace.SpanKind.SERVER)
         context = span.get_span_context()
         recording = span.is_recording()
         # The trace context goes back when there is a trace to find (sampled) or the caller
@@ -299,7 +301,7 @@ class RequestTelemetry:
         self._metrics.serving += 1
         # Only a recorded span becomes current: children of an unrecorded one are never
         # recorded either (ParentBased), so they need not find it.
-        token = otel_context.attach(trace.set_span_in_context(span, parent)) if recording else None
+        token = otel_context.attach(trace.set_span_in_context(span, parent or _ROOT)) if recording else None
         try:
             await self._app(scope, exchange.receive, exchange.send)
         finally:
@@ -388,6 +390,7 @@ def _bounded(text: str) -> str:
 
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_ROOT = otel_context.Context()
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
