@@ -37,6 +37,9 @@ REQUEST = (
 )
 
 
+_DEVNULL = Path(os.devnull).open("wb")  # noqa: SIM115 - open as long as the process
+
+
 class _Transport:
     """Just enough of an asyncio transport: what is written is kept until read."""
 
@@ -65,8 +68,8 @@ class _Transport:
 
 async def _rounds(settings: Settings, connections: int, requests: int, rounds: int) -> list[float]:
     app = create_app(settings, env={})
-    log = AccessLog(Path(os.devnull).open("wb"))  # noqa: SIM115 - lives as long as the process
-    app.asgi_handler._access_log = log  # type: ignore[attr-defined]  # noqa: SLF001 - as `serve` logs, to /dev/null
+    if settings.telemetry:  # as `serve` logs, to /dev/null
+        app.asgi_handler._access_log = AccessLog(_DEVNULL)  # type: ignore[attr-defined]  # noqa: SLF001
     config = Config(app=app, lifespan="off", log_config=None, access_log=False, http=protocol(settings, app))
     config.load()
     state = ServerState()
@@ -103,6 +106,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--requests", type=int, default=50_000, help="per round")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--telemetry", choices=["on", "off"], default="on")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="weather-inprocess-") as tmp:
         url = args.valkey_url
@@ -114,12 +118,14 @@ def main() -> None:
             server.start()
             url = server.connection_url
         try:
-            results = uvloop.run(_rounds(Settings(valkey_url=url), args.connections, args.requests, args.rounds))
+            settings = Settings(valkey_url=url, telemetry=args.telemetry == "on")
+            results = uvloop.run(_rounds(settings, args.connections, args.requests, args.rounds))
         finally:
             if server is not None:
                 server.stop()
     rounds = ", ".join(f"{r:.1f}" for r in results)
-    print(f"c={args.connections}: {statistics.median(results):.1f} us/request  (rounds: {rounds})")
+    median = statistics.median(results)
+    print(f"c={args.connections} telemetry {args.telemetry}: {median:.1f} us/request  (rounds: {rounds})")
 
 
 if __name__ == "__main__":

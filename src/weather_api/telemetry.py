@@ -133,6 +133,7 @@ class Metrics:
             registry=r,
         )
         self._accepted: dict[str, Counter] = {}
+        self._valkey: dict[str, Histogram] = {}
         self.rejected = Counter(
             "weather_reports_rejected",
             "Requests to the report endpoints refused, by reason.",
@@ -177,8 +178,11 @@ class Metrics:
         return child
 
     def observe_valkey(self, operation: str, seconds: float, error: str | None) -> None:
-        """Record one Valkey call (the store's observer)."""
-        self.valkey_duration.labels(operation).observe(seconds)
+        """Record one Valkey call (the store's observer); operations are the store's few names."""
+        child = self._valkey.get(operation)
+        if child is None:
+            child = self._valkey[operation] = self.valkey_duration.labels(operation)
+        child.observe(seconds)
         if error is not None:
             self.valkey_errors.labels(operation, error).inc()
 
