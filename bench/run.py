@@ -12,7 +12,11 @@ and, when named with --systems, what weather_api.server's connection limits cost
 
 - `uvicorn protocol`: `weather-api serve` on uvicorn's own `HttpToolsProtocol` (bench/plain.py:
   no deadlines, no head budget, no request cap);
-- `uvicorn h11`: the same on uvicorn's `H11Protocol` (heads bounded at h11's default 16 KiB).
+- `uvicorn h11`: the same on uvicorn's `H11Protocol` (heads bounded at h11's default 16 KiB);
+
+and what Litestar's HTTP handler pipeline costs:
+
+- `bare asgi`: bench/bare_asgi.py, bare litestar's handler as a Litestar ASGI route.
 
 Prints a Markdown table with the median of the rounds and the ratios the targets are about,
 and each server's CPU time per request (read from /proc), which varies less than req/s when the
@@ -50,7 +54,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY_SPY = "py-spy@0.4.3"
 """The py-spy that `uv tool run` fetches when none is on PATH."""
-SYSTEMS = ["telemetry on", "telemetry off", "bare litestar", "uvicorn protocol", "uvicorn h11"]
+SYSTEMS = ["telemetry on", "telemetry off", "bare litestar", "uvicorn protocol", "uvicorn h11", "bare asgi"]
 BODY = '{"municipality":"chinautla","temperature":25,"humidity":60,"weather":"sunny"}'
 WRK_SCRIPT = f"""wrk.method = "POST"
 wrk.body = '{BODY}'
@@ -212,7 +216,7 @@ def _rounds(
         for connections in args.connections:
             load = Load(script, connections, args.seconds)
             for name in order:
-                uses_valkey = valkey_pid if name != "bare litestar" else None
+                uses_valkey = valkey_pid if not name.startswith("bare") else None
                 sample = _measure(servers[name], uses_valkey, load)
                 results.setdefault((name, connections), []).append(sample)
                 valkey = f"  valkey {sample.valkey_us:4.0f} us/request" if sample.valkey_us is not None else ""
@@ -253,6 +257,10 @@ def _start(stack: ExitStack, systems: list[str], valkey_url: str) -> dict[str, S
         ),
         "uvicorn protocol": ([sys.executable, "-m", "bench.plain"], bench_env),
         "uvicorn h11": ([sys.executable, "-m", "bench.plain", "--http", "h11"], bench_env),
+        "bare asgi": (
+            [sys.executable, "-m", "uvicorn", "bench.bare_asgi:app", "--loop", "uvloop", "--http", "httptools"],
+            bench_env,
+        ),
     }
     servers = {}
     for name in systems:
