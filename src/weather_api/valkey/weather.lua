@@ -134,7 +134,9 @@ local function write_totals(p, count_key, totals)
   end
   local all = totals.all
   if all.n > 0 then
-    redis.call('INCRBY', count_key, all.n)
+    -- INCRBY would do, but the API's Valkey user may run only what it needs, INCR among them
+    -- (deploy/base/valkey/users.acl.in): GET and SET, in one atomic script, add the same.
+    redis.call('SET', count_key, tonumber(redis.call('GET', count_key) or '0') + all.n)
     redis.call('ZADD', p .. ':max', 'GT', all.tmax, 'temperature', all.hmax, 'humidity')
     redis.call('ZADD', p .. ':min', 'LT', all.tmin, 'temperature', all.hmin, 'humidity')
     for w, k in pairs(all.conditions) do
