@@ -27,8 +27,8 @@ Two more modes, after the rounds (`--rounds 0` for only them):
 - `--profile FILE`: py-spy samples the telemetry-on server under wrk (the largest --connections,
   --seconds long): a flame graph for FILE.svg, speedscope for FILE.json, collapsed stacks for
   any other name (then a summary by part of the stack is printed). Samples of running threads
-  only (py-spy's default): CPU time, not wall time. py-spy is not a dependency: the one on PATH,
-  else `uv tool run` fetches it.
+  only (py-spy's default): CPU time, not wall time; taken without pausing the process
+  (`--nonblocking`). py-spy is not a dependency: the one on PATH, else `uv tool run` fetches it.
 - `--soak N`: N more requests to the telemetry-on server, its resident memory (VmRSS) printed
   as they go, to show it stays flat.
 """
@@ -305,6 +305,9 @@ def _profile(out: Path, server: Server, load: Load) -> None:
     """py-spy on the server while wrk loads it; a summary of collapsed stacks."""
     kind = {".svg": "flamegraph", ".json": "speedscope"}.get(out.suffix, "raw")
     record = [*_py_spy(), "record", "--pid", str(server.pid), "--rate", "200", "--duration", str(load.seconds)]
+    # Without pausing the process for each sample: paused, it showed system calls many times
+    # their cost (os.urandom's, 13 % of the samples, cost nothing `bench.inprocess` could see).
+    record.append("--nonblocking")
     with ThreadPoolExecutor(1) as pool:
         running = pool.submit(_wrk, server.url, load.connections, load.seconds + 2, load.script)
         time.sleep(1)  # past the connections' start
@@ -320,15 +323,19 @@ def _profile(out: Path, server: Server, load: Load) -> None:
 
 
 PARTS = (
-    ("telemetry (weather_api.telemetry)", ("weather_api/telemetry.py",)),
-    ("Valkey calls (store, valkey-py)", ("weather_api/store.py", "valkey/")),
-    ("writing the report path (ingest, model)", ("weather_api/ingest.py", "weather_api/model.py")),
-    ("Litestar (routing, exception handling)", ("litestar/",)),
-    ("uvicorn (parsing, response writing)", ("uvicorn/", "weather_api/server.py")),
-    ("OpenTelemetry SDK", ("opentelemetry/", "trace/")),
-    ("prometheus-client", ("prometheus_client/",)),
+    ("telemetry (weather_api.telemetry)", ("(weather_api/telemetry.py",)),
+    ("Valkey calls (store, valkey-py, asyncio streams)", ("(weather_api/store.py", "(valkey/", "(asyncio/streams.py")),
+    ("the report path (ingest, model)", ("(weather_api/ingest.py", "(weather_api/model.py")),
+    ("Litestar (routing, exception handling)", ("(litestar/",)),
+    ("uvicorn (HTTP parsing, ASGI cycle, response writing)", ("(uvicorn/protocols/", "(uvicorn/middleware/")),
+    ("weather_api.server (limits, one write per answer)", ("Protocol.", "_Writer.")),
+    ("OpenTelemetry SDK", ("(opentelemetry/", "(trace/")),
+    ("prometheus-client", ("(prometheus_client/",)),
 )
-"""Where a sample's time goes: the innermost frame of these files it is in (collapsed stacks)."""
+"""Where a sample's time goes: the innermost frame of these files it is in (collapsed stacks).
+
+The frames every stack starts with (the CLI, `uvicorn.run`, the event loop's `run`) belong to
+none: a sample with nothing deeper is the event loop itself (uvloop, system calls, callbacks)."""
 
 
 def _summary(stacks: str) -> str:
@@ -341,9 +348,11 @@ def _summary(stacks: str) -> str:
             continue
         n = int(count)
         total += n
-        part = "event loop, system calls, other"
+        part = "the event loop (uvloop, system calls, callbacks) and the rest"
         for frame in reversed(stack.split(";")):
-            found = next((name for name, files in PARTS if any(f in frame for f in files)), None)
+            if frame.startswith("Protocol.") and "(weather_api/server.py" not in frame:
+                continue  # asyncio's StreamReaderProtocol: the Valkey client's socket, counted below
+            found = next((name for name, marks in PARTS if any(mark in frame for mark in marks)), None)
             if found:
                 part = found
                 break
