@@ -328,7 +328,7 @@ PARTS = (
     ("the report path (ingest, model)", ("(weather_api/ingest.py", "(weather_api/model.py")),
     ("Litestar (routing, exception handling)", ("(litestar/",)),
     ("uvicorn (HTTP parsing, ASGI cycle, response writing)", ("(uvicorn/protocols/", "(uvicorn/middleware/")),
-    ("weather_api.server (limits, one write per answer)", ("Protocol.", "_Writer.")),
+    ("weather_api.server (connection limits)", ("Protocol.",)),
     ("OpenTelemetry SDK", ("(opentelemetry/", "(trace/")),
     ("prometheus-client", ("(prometheus_client/",)),
 )

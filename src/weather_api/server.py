@@ -126,62 +126,6 @@ async def over_capacity(_scope: Scope, _receive: Receive, send: Send) -> None:
     await send({"type": "http.response.body", "body": _OVER_CAPACITY, "more_body": False})
 
 
-_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-
-
-class _Writer:
-    """The transport as uvicorn's response cycles see it: a response's head goes out with its body.
-
-    uvicorn writes a response's head when the app sends `http.response.start` and its body at
-    `http.response.body`: two system calls, two TCP segments (uvloop sets TCP_NODELAY) and two
-    reads for the client, for every answer this service gives, all of which are one complete
-    body sent right after the head. Here the head waits for the next write and both go in one;
-    a response with no body write (HEAD) is flushed when it completes, and so is whatever is
-    held when the connection closes. The `100 Continue` that uvicorn writes before any head
-    (when the app reads the body) is never held.
-    """
-
-    __slots__ = ("_held", "_transport", "head_next")
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self._transport = transport
-        self._held: bytes | None = None
-        self.head_next = True
-        """The next write starts a response (set again when one completes)."""
-
-    def write(self, data: bytes) -> None:
-        """Hold a response's head; write it with what follows."""
-        held = self._held
-        if held is not None:
-            self._held = None
-            self._transport.write(held + data)
-        elif self.head_next and data != _CONTINUE:
-            self.head_next = False
-            self._held = data
-        else:
-            self._transport.write(data)
-
-    def flush(self) -> None:
-        """Write what is held, if anything."""
-        if self._held is not None:
-            self._transport.write(self._held)
-            self._held = None
-
-    def response_complete(self) -> None:
-        """The response is done (all of it written): what comes next is a head."""
-        self.flush()
-        self.head_next = True
-
-    def is_closing(self) -> bool:
-        """As the transport."""
-        return self._transport.is_closing()
-
-    def close(self) -> None:
-        """Flush, then close the transport."""
-        self.flush()
-        self._transport.close()
-
-
 class _TooManyHeaders(Exception):  # noqa: N818 - raised inside httptools to stop the parse
     """The head has more header lines than allowed."""
 
@@ -231,7 +175,6 @@ class Protocol(HttpToolsProtocol):
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Count the connection, make room for it if needed, and start its head deadline."""
         super().connection_made(transport)
-        self._writer = _Writer(transport)
         shared = self.shared
         shared.open += 1
         self._live = True
@@ -254,7 +197,7 @@ class Protocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             self.cycle.disconnected = True
             self.cycle.message_event.set()
-        self._writer.close()
+        self.transport.close()
 
     def _release(self) -> None:
         if self._timer is not None:
@@ -311,22 +254,16 @@ class Protocol(HttpToolsProtocol):
         self._heads += 1
         self.shared.idle.pop(self, None)
         if len(self.tasks) < self.limits.max_requests or self.url.partition(b"?")[0] in UNSHED:
-            self._start_cycle()
+            HttpToolsProtocol.on_headers_complete(self)
             return
         # uvicorn takes `self.app` for the request it starts here; for this one, the answer.
         app = self.app
         self.app = cast("Any", self.shared.shed_app)  # litestar's and uvicorn's ASGI types differ in spelling only
         try:
-            self._start_cycle()
+            HttpToolsProtocol.on_headers_complete(self)
         finally:
             self.app = app
         self._warn_shed()
-
-    def _start_cycle(self) -> None:
-        """uvicorn's: a response cycle for the request (its task starts later); it writes through `_Writer`."""
-        HttpToolsProtocol.on_headers_complete(self)
-        if self.cycle is not None:
-            self.cycle.transport = cast("asyncio.Transport", self._writer)
 
     def _warn_shed(self) -> None:
         shared = self.shared
@@ -351,7 +288,6 @@ class Protocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         """Back to waiting for a request: the connection becomes idle (the newest)."""
-        self._writer.response_complete()
         HttpToolsProtocol.on_response_complete(self)
         if self._live and self.timeout_keep_alive_task is not None:  # uvicorn waits for the next request
             if self._pending is not None:
