@@ -189,3 +189,63 @@ def test_a_request_that_timed_out_before_sending_is_never_applied(
     for key, body in batches:
         assert _post(api, body, key=key).status_code == 201
     assert int(client.get("weather:count")) == 2 + 6 * 500
+
+
+def _state(client: valkey.Valkey, prefix: str) -> dict[str, object]:
+    """Every key under `prefix`, by the rest of its name: its value, streams without their (time-made) ids."""
+    state: dict[str, object] = {}
+    for key in client.scan_iter(match=f"{prefix}:*"):
+        kind = client.type(key)
+        if kind == b"string":
+            value: object = client.get(key)
+        elif kind == b"hash":
+            value = client.hgetall(key)
+        elif kind == b"zset":
+            value = client.zrange(key, 0, -1, withscores=True)
+        elif kind == b"set":
+            value = client.smembers(key)
+        else:
+            value = [fields for _id, fields in client.xrange(key)]
+        state[key.decode().removeprefix(prefix)] = value
+    return state
+
+
+def test_a_batch_leaves_every_aggregate_as_its_reports_sent_one_by_one(
+    start_api: Callable[..., Api], valkey_url: str
+) -> None:
+    """One FCALL adds counts, extremes and weather counts up and writes them once; the data is the same, byte for byte.
+
+    The library's `record` writes what can be summed exactly (counts, maxima, minima) once per
+    call and per municipality, and the floating-point sums report by report, in order: 308
+    reports in one batch (one call) leave exactly what 308 single posts (308 calls) leave.
+    """
+    rng = random.Random(11)
+    reports = [
+        {
+            "municipality": rng.choice(MUNICIPALITIES),
+            # 17 significant digits, ties and -0.0: any rounding or reordering shows.
+            "temperature": rng.choice([round(rng.uniform(-80, 50), rng.choice((0, 1, 17))), 25.0, -0.0]),
+            "humidity": rng.choice([round(rng.uniform(1, 99), rng.choice((0, 2, 17))), 50.0, 0.0]),
+            "weather": rng.choice(WEATHERS),
+        }
+        for _ in range(300)
+    ]
+    for m in MUNICIPALITIES:  # extremes of 16-17 significant digits, each municipality's and overall
+        for t, h in ((59.987654321098765, 99.987654321098765), (-89.987654321098765, 0.012345678901234567)):
+            reports.insert(
+                rng.randrange(len(reports)), {"municipality": m, "temperature": t, "humidity": h, "weather": "foggy"}
+            )
+    batched = start_api(valkey_url, WEATHER_KEY_PREFIX="batched", WEATHER_SERIES_INTERVAL=str(NEVER))
+    single = start_api(valkey_url, WEATHER_KEY_PREFIX="single", WEATHER_SERIES_INTERVAL=str(NEVER))
+    assert _post(batched, reports).status_code == 201
+    with httpx.Client(base_url=single.url, headers=JSON, timeout=10) as http:
+        for report in reports:  # one at a time: one call each
+            assert http.post("/api/weather", content=json.dumps(report)).status_code == 201
+    client = valkey.Valkey.from_url(valkey_url)
+    by_batch, one_by_one = _state(client, "batched"), _state(client, "single")
+    assert {k for k in by_batch if k.startswith(":recent:")} == {f":recent:{m}" for m in MUNICIPALITIES}
+    # Ids differ (each run made its own); everything else is equal.
+    for state in (by_batch, one_by_one):
+        for key in [k for k in state if k.startswith(":recent:")]:
+            state[key] = [{f: v for f, v in fields.items() if f != b"id"} for fields in state[key]]  # type: ignore[attr-defined]
+    assert by_batch == one_by_one

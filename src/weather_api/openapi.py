@@ -96,7 +96,11 @@ REPORT_ERRORS = {
         "(`not_applied`); retry with the same Idempotency-Key after Retry-After"
     ),
 }
-"""The error answers of both POST endpoints."""
+"""The error answers of both POST endpoints.
+
+Without generated examples (`ResponseSpec` makes them by default, though none reaches this
+document: `Problem` is a reference): making them imports polyfactory and Faker, which grew the
+process by ~50 MiB the first time anyone read /schema (docs/performance.md, Memory)."""
 
 READ_ERRORS = {
     431: _HEAD_TOO_LARGE,

@@ -1,6 +1,8 @@
 """The route handlers: two POST endpoints that ingest reports, the read endpoints, the probes.
 
 Each handler does its job and raises; `weather_api.errors` turns what it raises into an answer.
+The two POST handlers declare and document their routes; `weather_api.ingest.Ingest`, their
+route middleware, serves them (why: that module's docstring).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from litestar.datastructures import State
 from litestar.params import FromPath, QueryParameter
 from litestar.types import ControllerRouterHandler
 
-from weather_api.ingest import ingest
+from weather_api import ingest
 from weather_api.model import MAX_NAME_LENGTH
 from weather_api.openapi import (
     MUNICIPALITY_ERRORS,
@@ -51,10 +53,11 @@ class UnknownMunicipality(LookupError):  # noqa: N818
     description="Validates the report and updates every aggregate atomically. "
     "Send an `Idempotency-Key` header to make retries safe.",
     tags=["reports"],
+    middleware=[ingest.one],
 )
-async def post_weather(request: Request[Any, Any, Any], state: State) -> Response[Accepted]:
-    """Ingest one report."""
-    return await ingest(request, state, batch=False)  # type: ignore[return-value]  # pre-encoded
+async def post_weather() -> Response[Accepted]:
+    """Ingest one report: declared here, served by `ingest.Ingest`, the route's ASGI middleware."""
+    raise ingest.ServedByMiddleware
 
 
 @post(
@@ -66,10 +69,11 @@ async def post_weather(request: Request[Any, Any, Any], state: State) -> Respons
     summary="Ingest a batch of weather reports",
     description="All reports are valid and applied together, or none is.",
     tags=["reports"],
+    middleware=[ingest.batch],
 )
-async def post_weather_batch(request: Request[Any, Any, Any], state: State) -> Response[BatchAccepted]:
-    """Ingest a batch, all or nothing."""
-    return await ingest(request, state, batch=True)  # type: ignore[return-value]  # pre-encoded
+async def post_weather_batch() -> Response[BatchAccepted]:
+    """Ingest a batch, all or nothing: declared here, served by `ingest.Ingest`."""
+    raise ingest.ServedByMiddleware
 
 
 @get(

@@ -58,7 +58,7 @@ class Settings:
     """Accepted weather conditions."""
 
     valkey_timeout: float = 1.0
-    """Seconds any Valkey call may take (socket timeout); connecting gets half of it."""
+    """Seconds any Valkey call may take, the reply included (its deadline); connecting gets half of it."""
 
     valkey_max_connections: int = 64
     """Connection pool cap; a request waits at most `valkey_timeout` for a free connection."""

@@ -20,6 +20,12 @@ What comes from valkey-py, and what is ours and why:
 - A Valkey call that timed out while the event loop itself was blocked (a stall measured by
   `weather_api.loop.LoopMonitor`, passed in as `stalled`) is reported as `event_loop`, not as a
   Valkey `timeout`: Valkey's answer may have been waiting, unread, in the socket.
+- The one hot command, the record FCALL, skips valkey-py's `execute_command`: its constant part
+  is packed once (`_record_command`), it is sent and read on a pooled connection as
+  `execute_command` would (`_packed`), and the library answers one JSON string rather than a
+  nested array (valkey-py's parser reads those element by element). valkey-py's socket timeout
+  is off: `_call`'s deadline already covers every reply. Each saved ~3, ~4 (per request) and
+  ~12 us (per round trip) of CPU: `python -m bench.micro`, docs/performance.md.
 """
 
 from __future__ import annotations
@@ -31,7 +37,8 @@ import hashlib
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from importlib import resources
 from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -152,17 +159,68 @@ BLOCKED_SHARE = 0.25
 """A call that timed out while the event loop was blocked for this share of the deadline or
 more is counted as `event_loop`, not as a Valkey `timeout` (Valkey may have answered in time)."""
 
+HOLD_SECONDS = 0.1
+"""Longest the sender keeps one pooled connection across consecutive FCALLs (see `Store._packed`)."""
+
 MAX_REPORTS_PER_CALL = 1000
 """Reports per FCALL: bounds how long one script holds Valkey (about 10 ms)."""
 
+GROUP_SPAN = 0.005
+"""Seconds within which queued requests share one deadline, and one timer for it: each request
+still waits at most `valkey_timeout`, and at least that less this."""
+
+_Request = tuple[str, str, str, list[tuple[str, str, str, str, str]]]
+"""One record() call as the library's `record` takes it: (idempotency key, fingerprint, replay, rows)."""
+
+
+class _Expired(Exception):  # noqa: N818 - a state, like StoreUnavailable
+    """A group's deadline passed before its answer came."""
+
 
 @dataclass(slots=True)
-class _Pending:
-    """A record() call waiting for its turn: (idempotency key, fingerprint, replay, rows)."""
+class _Group:
+    """record() calls queued together: one deadline and one timer for all, a future each.
 
-    request: tuple[str, str, str, list[tuple[str, str, str, str, str]]]
-    future: asyncio.Future[Any]
+    A timer (`asyncio.timeout`) per request cost ~3 us of its ~100 (docs/performance.md); the
+    futures stay one per request, so that a cancelled caller cancels nobody else's wait.
+    """
+
+    deadline: float
+    stalled: float
+    """The loop monitor's reading when the group opened (see `Store._timed_out`)."""
+    requests: list[_Request] = field(default_factory=list)
+    futures: list[asyncio.Future[Any]] = field(default_factory=list)
+    reports: int = 0
     sent: bool = False
+    expired: bool = False
+    timer: asyncio.TimerHandle | None = None
+
+    def takes(self, deadline: float) -> bool:
+        """Whether a request due at `deadline` may join (the group is not sent: it is queued)."""
+        return self.reports < MAX_REPORTS_PER_CALL and self.deadline >= deadline - GROUP_SPAN
+
+    def expire(self) -> None:
+        """The deadline passed: every caller still waiting hears of it."""
+        self.expired = True
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(_Expired())
+
+    def settle(self, results: Sequence[Any], start: int) -> None:
+        """Hand each caller its result, from `results[start]` on."""
+        if self.timer is not None:
+            self.timer.cancel()
+        for i, future in enumerate(self.futures, start):
+            if not future.done():
+                future.set_result(results[i])
+
+    def fail(self, exc: BaseException) -> None:
+        """Every caller still waiting gets `exc`."""
+        if self.timer is not None:
+            self.timer.cancel()
+        for future in self.futures:
+            if not future.done():
+                future.set_exception(exc)
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,10 +231,18 @@ class Outcome:
     replay: bytes | None
 
 
+_RESULTS = msgspec.json.Decoder(list[list[str]])
+"""The reply of the library's `record`: one entry per request (see weather.lua)."""
+
+
 def connect(settings: Settings) -> avalkey.Valkey:
     """A client with explicit timeouts, a capped pool and no automatic retries."""
     options: dict[str, Any] = {
-        "socket_timeout": settings.valkey_timeout,
+        # No socket timeout: every call runs under `Store._call`'s deadline, which covers the
+        # reply too, and valkey-py's own would wrap each write in `asyncio.wait_for` (a task per
+        # command) and each read in another timer, ~12 us per round trip (docs/performance.md).
+        # A call cut off by the deadline closes its connection (valkey-py's read_response).
+        "socket_timeout": None,
         "socket_connect_timeout": settings.valkey_timeout / 2,
         # A pooled connection idle for a second is pinged before use: after a Valkey restart
         # the ping (safe to retry) finds the dead socket instead of a write (unsafe to retry).
@@ -193,7 +259,7 @@ def connect(settings: Settings) -> avalkey.Valkey:
         raise ValueError(msg)
     parts = urlsplit(url)
     if parts.scheme == "redis+sentinel":
-        return _sentinel_master(parts.netloc, parts.path, parts.query, options)
+        return _sentinel_master(parts.netloc, parts.path, parts.query, options, settings.valkey_timeout)
     pool = avalkey.BlockingConnectionPool.from_url(url, timeout=settings.valkey_timeout, **options)
     return avalkey.Valkey(connection_pool=pool)
 
@@ -238,7 +304,7 @@ class _BlockingSentinelPool(SentinelConnectionPool, avalkey.BlockingConnectionPo
         await super().release(connection)
 
 
-def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]) -> avalkey.Valkey:
+def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any], timeout: float) -> avalkey.Valkey:
     """Client for the primary that the sentinels in the URL name; follows failovers.
 
     The URL's user and password are for the Valkey nodes; `sentinel_username` and
@@ -252,7 +318,7 @@ def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]
         nodes.append((host or host_port, int(port or 26379)))
     service = path.strip("/") or "weather"
     sentinel_options = {
-        "socket_timeout": options["socket_timeout"],
+        "socket_timeout": timeout,  # Sentinels are asked outside `Store._call` too (valkey-py's connect)
         "socket_connect_timeout": options["socket_connect_timeout"],
     }
     for name, values in parse_qs(query, strict_parsing=bool(query)).items():
@@ -269,7 +335,7 @@ def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]
     client: avalkey.Valkey = sentinel.master_for(
         service,
         connection_pool_class=_BlockingSentinelPool,
-        timeout=options["socket_timeout"],
+        timeout=timeout,
         **client_options,
     )
     return client
@@ -295,8 +361,13 @@ class Store:
         self._count_key = f"{self._prefix}:count"
         self._loaded = False
         self._may_load = True
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[_Group] = deque()
         self._sender: asyncio.Task[None] | None = None
+        self._held: Any = None
+        """The pooled connection the sender keeps between FCALLs (see `_packed`)."""
+        self._held_since = 0.0
+        self._idle: asyncio.Future[None] | None = None
+        """What the sender awaits while the queue is empty."""
         self._config = msgspec.json.encode(
             {
                 "prefix": self._prefix,
@@ -307,6 +378,11 @@ class Store:
                 "ttl": settings.idempotency_ttl,
             },
         )
+
+        encode = self._client.connection_pool.get_encoder().encode  # type: ignore[no-untyped-call]
+        function = f"{LIBRARY}_record"
+        head = [b"FCALL", encode(function), b"1", encode(self._count_key), self._config]
+        self._record_prefix = b"*6\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(arg), arg) for arg in head)
 
     @property
     def client(self) -> avalkey.Valkey:
@@ -406,16 +482,81 @@ class Store:
 
     async def _fcall(self, operation: str, function: str, *args: str | bytes) -> Any:  # noqa: ANN401
         """FCALL a library function, loading the library first when Valkey lacks it."""
+        command = self._fcall_args(function, *args)
+        return await self._with_library(operation, lambda: self._command(*command))
+
+    async def _with_library(self, operation: str, call: Callable[[], Awaitable[T]]) -> T:
+        """`_call` of an FCALL, loading the library first when Valkey lacks it."""
         if not self._loaded:
             await self.load()
-        command = self._fcall_args(function, *args)
         try:
-            return await self._call(operation, lambda: self._command(*command))
+            return await self._call(operation, call)
         except FunctionNotFound:
             # Valkey rejects an unknown function before running anything, so calling again
             # after loading cannot apply a report twice.
             await self.load()
-            return await self._call(operation, lambda: self._command(*command))
+            return await self._call(operation, call)
+
+    def _record_command(self, payload: bytes) -> bytes:
+        """The FCALL of `record` for this payload, packed (RESP): the constant part is packed once.
+
+        valkey-py packs each argument of each command anew (~4 us for this one); these are the
+        same bytes (RESP: an array of bulk strings), as every test that posts a report shows.
+        """
+        return b"%s$%d\r\n%s\r\n" % (self._record_prefix, len(payload), payload)
+
+    async def _packed(self, command: bytes) -> Any:  # noqa: ANN401
+        """Send a packed command on a pooled connection and read its reply, as `execute_command` does.
+
+        Without its per-command extras (client-side cache lookup, retry wrapper, reply callbacks),
+        none of which this service uses. A failed write or read closes the connection (valkey-py).
+
+        For the sender only (one FCALL at a time): it keeps the connection for the next FCALL, for
+        `HOLD_SECONDS` at most from taking it. Taking it from the pool and giving it back cost ~20 us
+        per round trip (a lock, a timer, and a zero-timeout read to check it is clean), as much as
+        the round trip itself; the pool still sees the connection often enough to move it to a new
+        primary after a Sentinel failover (`_BlockingSentinelPool`) within `HOLD_SECONDS` more, and
+        a connection that failed goes back at once (valkey-py closed it if it is unusable).
+        """
+        pool = self._client.connection_pool
+        connection, self._held = self._held, None
+        now = time.monotonic()
+        if connection is not None and now - self._held_since > HOLD_SECONDS:
+            await pool.release(connection)
+            connection = None
+        if connection is None:
+            connection = await pool.get_connection("FCALL")  # type: ignore[no-untyped-call]
+            self._held_since = now
+        try:
+            await connection.send_packed_command(command)
+            reply = await connection.read_response()
+        except BaseException:
+            await pool.release(connection)
+            raise
+        self._held = connection
+        return reply
+
+    def _enqueue(self, request: _Request) -> tuple[_Group, asyncio.Future[Any]]:
+        """Queue one record() call in the open group (or a new one) and wake the sender."""
+        loop = asyncio.get_running_loop()
+        group = self._queue[-1] if self._queue else None
+        deadline = loop.time() + self._settings.valkey_timeout
+        if group is None or not group.takes(deadline):
+            group = _Group(deadline, self._stalled())
+            group.timer = loop.call_at(group.deadline, group.expire)
+            self._queue.append(group)
+        future = loop.create_future()
+        group.requests.append(request)
+        group.futures.append(future)
+        group.reports += len(request[3])
+        if self._idle is not None:
+            if not self._idle.done():
+                self._idle.set_result(None)  # the sender waits for work: this is work
+        elif self._sender is None or self._sender.done():
+            # A context of its own: the sender serves many requests, so it must not carry
+            # (and parent its spans under) the trace of the one that happened to start it.
+            self._sender = asyncio.create_task(self._send(), context=contextvars.Context())
+        return group, future
 
     async def record(
         self,
@@ -439,20 +580,13 @@ class Store:
             (i, r.municipality, repr(r.temperature), repr(r.humidity), r.weather)
             for i, r in zip(ids, reports, strict=True)
         ]
-        pending = _Pending((key, fingerprint, replay.decode(), rows), asyncio.get_running_loop().create_future())
-        self._queue.append(pending)
-        if self._sender is None or self._sender.done():
-            # A context of its own: the sender serves many requests, so it must not carry
-            # (and parent its spans under) the trace of the one that happened to start it.
-            self._sender = asyncio.create_task(self._send(), context=contextvars.Context())
+        group, future = self._enqueue((key, fingerprint, replay.decode(), rows))
         span = self._span("record")
-        stalled = self._stalled()
         try:
-            async with asyncio.timeout(self._settings.valkey_timeout):
-                result = await pending.future
-        except TimeoutError:
-            reason = self._timed_out(stalled)
-            if pending.sent:
+            result = await future
+        except _Expired:
+            reason = self._timed_out(group.stalled)
+            if group.sent:
                 raise OutcomeUnknown("record", reason + ", outcome unknown") from None
             raise StoreUnavailable("record", reason + " before sending") from None
         except StoreUnavailable as exc:
@@ -463,10 +597,10 @@ class Store:
             if span is not None:
                 span.end()
         status = result[0]
-        if status == b"applied":
+        if status == "applied":
             return Outcome(replayed=False, replay=None)
-        if status == b"replayed":
-            return Outcome(replayed=True, replay=result[1])
+        if status == "replayed":
+            return Outcome(replayed=True, replay=result[1].encode())
         raise IdempotencyConflict
 
     async def _send(self) -> None:
@@ -474,29 +608,43 @@ class Store:
 
         Group commit: under load many requests wait together, and one round trip (one script
         run, still atomic per request) serves them all; alone, a request goes out at once.
+        The task lives as long as the store (`close` ends it): waking it when a request comes
+        costs less than a new task per burst of requests (~3 us a request with 5 per FCALL).
         """
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._queue:
+                self._idle = loop.create_future()
+                try:
+                    await self._idle
+                finally:
+                    self._idle = None
+            await self._send_queued()
+
+    async def _send_queued(self) -> None:
+        """Send what is queued, until nothing is."""
         while self._queue:
-            batch: list[_Pending] = []
+            groups: list[_Group] = []
             reports = 0
             while self._queue and reports < MAX_REPORTS_PER_CALL:
-                pending = self._queue.popleft()
-                if not pending.future.done():  # its caller gave up: never send it
-                    pending.sent = True
-                    batch.append(pending)
-                    reports += len(pending.request[3])
-            if not batch:
+                group = self._queue.popleft()
+                if not group.expired:  # its callers gave up: never send it
+                    group.sent = True
+                    groups.append(group)
+                    reports += group.reports
+            if not groups:
                 continue
-            payload = msgspec.json.encode([p.request for p in batch])
+            command = self._record_command(msgspec.json.encode([request for g in groups for request in g.requests]))
             try:
-                results = await self._fcall("record", "record", self._config, payload)
+                results = _RESULTS.decode(await self._with_library("record", partial(self._packed, command)))
             except Exception as exc:  # noqa: BLE001 - whatever failed, every caller must hear of it
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
+                for group in groups:
+                    group.fail(exc)
                 continue
-            for p, result in zip(batch, results, strict=True):
-                if not p.future.done():
-                    p.future.set_result(result)
+            start = 0
+            for group in groups:
+                group.settle(results, start)
+                start += len(group.futures)
 
     async def ping(self) -> None:
         """Succeed only when Valkey would accept a report now and this version's library is loaded.
@@ -552,7 +700,15 @@ class Store:
         return dict(zip(names, await self._read(commands), strict=True))
 
     async def close(self) -> None:
-        """Close every pooled connection, the Sentinel clients' too."""
+        """End the sender, close every pooled connection, the Sentinel clients' too."""
+        if self._sender is not None:
+            self._sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sender
+            self._sender = None
+        if self._held is not None:
+            connection, self._held = self._held, None
+            await self._client.connection_pool.release(connection)
         await self._client.aclose(close_connection_pool=True)
         manager = getattr(self._client.connection_pool, "sentinel_manager", None)
         for sentinel in getattr(manager, "sentinels", ()):

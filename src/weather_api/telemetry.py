@@ -132,6 +132,8 @@ class Metrics:
             ["municipality"],
             registry=r,
         )
+        self._accepted: dict[str, Counter] = {}
+        self._valkey: dict[str, Histogram] = {}
         self.rejected = Counter(
             "weather_reports_rejected",
             "Requests to the report endpoints refused, by reason.",
@@ -165,9 +167,22 @@ class Metrics:
         )
         build.labels(__version__, sys.version.split()[0]).set(1)
 
+    def accepted_in(self, municipality: str) -> Counter:
+        """The accepted-reports counter of one (validated, so bounded) municipality.
+
+        `labels()` takes a lock and builds a key on every call; the children are cached here.
+        """
+        child = self._accepted.get(municipality)
+        if child is None:
+            child = self._accepted[municipality] = self.accepted.labels(municipality)
+        return child
+
     def observe_valkey(self, operation: str, seconds: float, error: str | None) -> None:
-        """Record one Valkey call (the store's observer)."""
-        self.valkey_duration.labels(operation).observe(seconds)
+        """Record one Valkey call (the store's observer); operations are the store's few names."""
+        child = self._valkey.get(operation)
+        if child is None:
+            child = self._valkey[operation] = self.valkey_duration.labels(operation)
+        child.observe(seconds)
         if error is not None:
             self.valkey_errors.labels(operation, error).inc()
 
@@ -278,7 +293,9 @@ class RequestTelemetry:
         method = sent_method if sent_method in KNOWN_METHODS else OTHER_METHOD
         parent = _extract(scope["headers"])
         # Named by method until routing names the route (semantic conventions for HTTP spans).
-        span = self._tracer.start_span(_span_name(method, None), parent, trace.SpanKind.SERVER)
+        # Without a caller's context, a new trace: the empty context says so (and spares the SDK
+        # two lookups of the current one, ~0.3 us).
+        span = self._tracer.start_span(_span_name(method, None), parent or _ROOT, trace.SpanKind.SERVER)
         context = span.get_span_context()
         recording = span.is_recording()
         # The trace context goes back when there is a trace to find (sampled) or the caller
@@ -288,7 +305,7 @@ class RequestTelemetry:
         self._metrics.serving += 1
         # Only a recorded span becomes current: children of an unrecorded one are never
         # recorded either (ParentBased), so they need not find it.
-        token = otel_context.attach(trace.set_span_in_context(span, parent)) if recording else None
+        token = otel_context.attach(trace.set_span_in_context(span, parent or _ROOT)) if recording else None
         try:
             await self._app(scope, exchange.receive, exchange.send)
         finally:
@@ -377,6 +394,7 @@ def _bounded(text: str) -> str:
 
 
 _PROPAGATOR = TraceContextTextMapPropagator()
+_ROOT = otel_context.Context()
 _TRACE_HEADERS = (b"traceparent", b"tracestate")
 
 
