@@ -25,6 +25,7 @@ import uvloop
 from uvicorn.config import Config
 from uvicorn.server import ServerState
 
+from bench.transport import Transport
 from weather_api.app import create_app
 from weather_api.server import protocol
 from weather_api.settings import Settings
@@ -38,32 +39,6 @@ REQUEST = (
 
 
 _DEVNULL = Path(os.devnull).open("wb")  # noqa: SIM115 - open as long as the process
-
-
-class _Transport:
-    """Just enough of an asyncio transport: what is written is kept until read."""
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: object = None) -> object:
-        return {"peername": ("127.0.0.1", 50000), "sockname": ("127.0.0.1", 8000)}.get(name, default)
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def _rounds(settings: Settings, connections: int, requests: int, rounds: int) -> list[float]:
@@ -80,7 +55,7 @@ async def _rounds(settings: Settings, connections: int, requests: int, rounds: i
         protocols = []
         for _ in range(connections):
             proto = cls(config=config, server_state=state, app_state={})
-            transport = _Transport()
+            transport = Transport()
             proto.connection_made(transport)
             protocols.append(proto)
             transports.append(transport)

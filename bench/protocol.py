@@ -19,6 +19,7 @@ from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
+from bench.transport import Transport
 from weather_api.server import protocol
 from weather_api.settings import Settings
 
@@ -35,39 +36,12 @@ async def _app(_scope: Any, receive: Any, send: Any) -> None:  # noqa: ANN401
     await send({"type": "http.response.body", "body": b"{}"})
 
 
-class _Transport:
-    """Just enough of an asyncio transport: writes are counted, nothing is sent."""
-
-    def __init__(self) -> None:
-        self.written = 0
-
-    def get_extra_info(self, _name: str, default: object = None) -> object:
-        return default
-
-    def write(self, data: bytes) -> None:
-        self.written += len(data)
-
-        self.closed = False
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def close(self) -> None:
-        self.closed = True
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-
 async def _per_request(cls: type[HttpToolsProtocol], requests: int) -> float:
     config = Config(app=_app, lifespan="off", log_config=None, access_log=False)
     config.load()
     state = ServerState()
     proto = cls(config=config, server_state=state, app_state={})
-    transport = _Transport()
+    transport = Transport()
     proto.connection_made(transport)  # type: ignore[arg-type]
     start = time.process_time()
     for _ in range(requests):
