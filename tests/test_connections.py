@@ -173,6 +173,20 @@ def test_the_next_head_on_a_kept_alive_connection_has_the_same_deadline(
     assert received.startswith(b"HTTP/1.1 408 ")
 
 
+def test_an_idle_kept_alive_connection_closes_after_the_configured_keep_alive(
+    start_api: Callable[..., Api], valkey_url: str
+) -> None:
+    """WEATHER_KEEP_ALIVE_TIMEOUT sets how long a connection waits for its next request (uvicorn's is 5 s)."""
+    api = start_api(valkey_url, WEATHER_KEEP_ALIVE_TIMEOUT="1")
+    with _connect(api) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert _answer(sock).status == 200
+        answered = time.monotonic()
+        received = _closed_within(sock, 1 + SLACK)
+    assert received == b""  # closed quietly: no request had started
+    assert time.monotonic() - answered >= 1 - 0.1  # not before the keep-alive timeout
+
+
 def test_a_64_mib_head_gets_431_unread_and_memory_stays_flat(start_api: Callable[..., Api], valkey_url: str) -> None:
     """One header of 64 MiB: 431 problem after the limit, the rest never read, peak RSS about unchanged."""
     api = start_api(valkey_url)
@@ -343,13 +357,19 @@ def test_connection_settings_come_from_the_environment() -> None:
             "WEATHER_MAX_HEAD_BYTES": "8192",
             "WEATHER_MAX_HEADERS": "50",
             "WEATHER_MAX_CONNECTIONS": "500",
+            "WEATHER_KEEP_ALIVE_TIMEOUT": "75",
         },
     )
     assert (settings.header_timeout, settings.body_timeout) == (2.5, 4.0)
     assert (settings.max_head_bytes, settings.max_headers, settings.max_connections) == (8192, 50, 500)
+    assert settings.keep_alive_timeout == 75.0
     defaults = Settings()
     assert defaults.header_timeout <= 10
-    for bad in ({"WEATHER_HEADER_TIMEOUT": "0"}, {"WEATHER_MAX_HEAD_BYTES": "16k"}):
+    for bad in (
+        {"WEATHER_HEADER_TIMEOUT": "0"},
+        {"WEATHER_MAX_HEAD_BYTES": "16k"},
+        {"WEATHER_KEEP_ALIVE_TIMEOUT": "0"},
+    ):
         with pytest.raises(SettingsError):
             Settings.from_env(bad)
 

@@ -392,5 +392,6 @@ def run(app: Litestar, settings: Settings, host: str, port: int) -> None:
         log_config=None,
         access_log=False,  # ours is one JSON line with the trace id (WEATHER_ACCESS_LOG)
         timeout_graceful_shutdown=settings.shutdown_timeout,
+        timeout_keep_alive=settings.keep_alive_timeout,  # type: ignore[arg-type]  # typed int, used as a delay
         server_header=False,
     )

@@ -129,6 +129,12 @@ class Settings:
     max_connections: int = 2048
     """Open client connections; a new one past it closes the connection idle the longest."""
 
+    keep_alive_timeout: float = 5.0
+    """Seconds a kept-alive connection may wait for its next request before it is closed (uvicorn's
+    `timeout_keep_alive`). Behind a proxy that reuses connections, set it above the proxy's own
+    idle timeout: the proxy must close first, or it may send a request on a connection being
+    closed and answer 502 (deploy/ sets 75 s against ingress-nginx's 60)."""
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Build settings from `WEATHER_*` variables; unknown values raise SettingsError."""
@@ -173,6 +179,7 @@ _NUMBERS: dict[str, tuple[str, type[int | float], float]] = {
     "WEATHER_MAX_HEAD_BYTES": ("max_head_bytes", int, 1024),
     "WEATHER_MAX_HEADERS": ("max_headers", int, 8),
     "WEATHER_MAX_CONNECTIONS": ("max_connections", int, 1),
+    "WEATHER_KEEP_ALIVE_TIMEOUT": ("keep_alive_timeout", float, 0.1),
 }
 """Numeric variables: (Settings field, type, lowest accepted value)."""
 

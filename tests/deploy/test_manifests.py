@@ -197,6 +197,20 @@ def test_ingress_limits_bodies_to_128_kib_and_pod_times_to_5_10_10_seconds(rende
     assert nginx["proxy-next-upstream"] == "off"
 
 
+INGRESS_NGINX_UPSTREAM_KEEPALIVE_TIMEOUT = 60
+"""ingress-nginx's `upstream-keepalive-timeout` default, in seconds (kubernetes/ingress-nginx,
+internal/ingress/controller/config/config.go, `NewDefault`); none of our manifests changes it."""
+
+
+def test_the_api_keeps_idle_connections_longer_than_ingress_nginx(rendered: Rendered) -> None:
+    """The proxy closes an idle upstream connection first: it never reuses one the API is closing (a 502)."""
+    (api,) = rendered.get("Deployment", "weather-api")["spec"]["template"]["spec"]["containers"]
+    env = {item["name"]: item.get("value") for item in api["env"]}
+    settings = Settings.from_env({"WEATHER_KEEP_ALIVE_TIMEOUT": env["WEATHER_KEEP_ALIVE_TIMEOUT"]})
+    assert settings.keep_alive_timeout > INGRESS_NGINX_UPSTREAM_KEEPALIVE_TIMEOUT
+    assert not any("keepalive" in key for key in rendered.get("Ingress", "weather-api")["metadata"]["annotations"])
+
+
 def test_the_gke_ingress_has_tls_and_a_per_client_rate_limit(rendered_all: dict[str, Rendered]) -> None:
     """cert-manager's certificate for the host, HTTP redirected to HTTPS, 20 req/s (bursts of 100), 20 connections."""
     ingress = rendered_all["gke"].get("Ingress", "weather-api")
