@@ -1,6 +1,6 @@
 """A real Valkey that refuses writes for now (full, demoted, short of replicas, busy, cut off).
 
-Valkey names the refusal by an error code (OOM, READONLY, NOREPLICAS, BUSY, MASTERDOWN, ...);
+Valkey names the refusal by an error code (OOM, READONLY, NOREPLICAS, BUSY, MASTERDOWN, LOADING);
 the API must answer 503 with Retry-After and a problem document, count it as `unavailable`, write
 nothing, say so on /ready, stay up, and serve again by itself once Valkey accepts writes.
 """
@@ -202,6 +202,60 @@ def test_reads_get_503_from_a_replica_cut_off_from_its_primary(own_valkey: Valke
         finally:
             client.execute_command("REPLICAOF", "NO", "ONE")
         assert api.get("/stats").json()["total"] == 1
+
+
+def test_a_valkey_loading_its_data_gets_503_and_serves_once_loaded(tmp_path: Path) -> None:
+    """LOADING (a restart or a replica's full sync reading its data set): 503 + problem, nothing written.
+
+    `DEBUG RELOAD` with `key-load-delay` keeps a real Valkey loading long enough to be asked (at
+    start-up Valkey 8 only opens its port once loaded), the way a replica's full sync does.
+    """
+    server = ValkeyServer(
+        port=free_port(),
+        data_dir=tmp_path / "loading",
+        appendonly="no",
+        **{"enable-debug-command": "local", "loading-process-events-interval-bytes": "1024"},
+    )
+    server.start()
+    client = valkey.Valkey(**server.connection_kwargs)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for i in range(20_000):  # something to load: 20,000 keys of another application
+            pipe.set(f"other:{i}", "x")
+        pipe.execute()
+        metrics = Metrics()
+        with TestClient(_app(server.connection_url, metrics)) as api:
+            assert _post(api, REPORT, key="before").status_code == 201
+            client.config_set("key-load-delay", "1000")  # 1 ms a key: up to 20 s of loading
+            reload = threading.Thread(
+                target=valkey.Valkey(**server.connection_kwargs).execute_command, args=("DEBUG", "RELOAD")
+            )
+            reload.start()
+            try:
+                wait_until(lambda: client.info("persistence")["loading"] == 1, 10, "Valkey loading")
+                _assert_503(_post(api, REPORT), "LOADING")
+                _assert_503(_post(api, BATCH, "/api/weather/batch", key="k2"), "LOADING")
+                _assert_503(api.get("/stats"), "LOADING")
+                _assert_503(api.get("/ready"), "LOADING")
+            finally:
+                client.config_set("key-load-delay", "0")
+                reload.join(30)
+            assert client.get("weather:count") == b"1"  # only the report before
+            assert len(client.keys("weather:idem:*")) == 1  # and no record of the refused keys
+            assert _post(api, REPORT).status_code == 201
+            assert api.get("/ready").status_code == 200
+        # Refusals, not broken connections: a read's MULTI/EXEC stops at the first LOADING.
+        errors = {
+            (sample.labels["operation"], sample.labels["error"])
+            for metric in metrics.registry.collect()
+            if metric.name == "weather_valkey_errors"
+            for sample in metric.samples
+            if sample.name == "weather_valkey_errors_total" and sample.value
+        }
+        assert {error for _, error in errors} == {"unavailable"}, errors
+        assert {"record", "read", "ping"} <= {operation for operation, _ in errors}
+    finally:
+        server.stop()
 
 
 # --- a process started while Valkey refuses ----------------------------------------------------

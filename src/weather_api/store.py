@@ -101,15 +101,25 @@ class _ReadOnly(ReadOnlyError, Refused):  # noqa: N818
     """READONLY: a replica (valkey-py's Sentinel connection catches `ReadOnlyError`)."""
 
 
-class _Loading(BusyLoadingError, Refused):  # noqa: N818
-    """LOADING: still reading its data set (valkey-py treats it as a connection error)."""
+class _Loading(BusyLoadingError):  # noqa: N818
+    """LOADING: still reading its data set; refused like the rest, but not a `Refused`.
+
+    valkey-py raises a `BusyLoadingError` at once, as the connection error it makes it, and
+    closes the connection. A `ResponseError` would instead be collected by a MULTI/EXEC read,
+    which then reads on from the closed connection ("Connection closed by server.": a
+    `connection` error, not `unavailable`; tests/test_refusals.py, a Valkey loading its data).
+    """
+
+
+_NOTHING_RAN = (Refused, _Loading)
+"""What Valkey refuses before running anything, for now (see `_REFUSALS`)."""
 
 
 class FunctionNotFound(ResponseError):  # noqa: N818
     """FCALL of a function this Valkey does not have: a fresh Valkey, or FUNCTION FLUSH."""
 
 
-_REFUSALS: dict[str, type[Refused]] = {
+_REFUSALS: dict[str, type[ValkeyError]] = {
     "OOM": _OutOfMemory,
     "READONLY": _ReadOnly,
     "LOADING": _Loading,
@@ -464,7 +474,7 @@ class Store:
             reason = self._timed_out(stalled)
             error = "timeout" if reason == "timed out" else "event_loop"
             raise StoreUnavailable(operation, reason) from exc
-        except Refused as exc:
+        except _NOTHING_RAN as exc:
             # Valkey refused before running anything (see _REFUSALS) and will accept again, as
             # after a Sentinel failover, a replica's promotion or memory freed: 503, not 500.
             error = "unavailable"
@@ -627,7 +637,7 @@ class Store:
                 raise OutcomeUnknown("record", reason + ", outcome unknown") from None
             raise StoreUnavailable("record", reason + " before sending") from None
         except StoreUnavailable as exc:
-            if exc.operation != "record" or isinstance(exc.__cause__, Refused | _NotSent):
+            if exc.operation != "record" or isinstance(exc.__cause__, (*_NOTHING_RAN, _NotSent)):
                 raise  # the library could not be loaded, Valkey refused the call, or it was not sent
             raise OutcomeUnknown(exc.operation, exc.reason) from exc  # the connection failed mid-call
         finally:
