@@ -1,7 +1,7 @@
-"""A real Valkey that refuses writes for now (full, demoted, short of replicas, busy, cut off).
+"""A real Valkey that refuses writes for now (full, demoted, short of replicas, busy, cut off, ...).
 
-Valkey names the refusal by an error code (OOM, READONLY, NOREPLICAS, BUSY, MASTERDOWN, LOADING);
-the API must answer 503 with Retry-After and a problem document, count it as `unavailable`, write
+Valkey names the refusal by an error code (OOM, READONLY, NOREPLICAS, BUSY, MASTERDOWN, LOADING,
+MISCONF); the API must answer 503 with Retry-After and a problem document, count it as `unavailable`, write
 nothing, say so on /ready, stay up, and serve again by itself once Valkey accepts writes.
 """
 
@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -96,6 +97,21 @@ def flushed_while_full(client: valkey.Valkey, primary: ValkeyServer) -> Iterator
         yield code
 
 
+@contextlib.contextmanager
+def failing_to_save(client: valkey.Valkey, _primary: ValkeyServer) -> Iterator[str]:
+    """An RDB save failed (its directory vanished) and `stop-writes-on-bgsave-error` is on: MISCONF."""
+    client.config_set("save", "3600 1")
+    shutil.rmtree(client.config_get("dir")["dir"])  # Valkey's working directory: no save can succeed
+    client.bgsave()
+    wait_until(lambda: client.info("persistence")["rdb_last_bgsave_status"] == "err", 10, "the save failed")
+    try:
+        yield "MISCONF"
+    finally:
+        # An operator's way out (CONFIG SET dir is protected): accept writes without saving.
+        client.config_set("stop-writes-on-bgsave-error", "no")
+        client.config_set("save", "")
+
+
 def _post(client: TestClient[Any], body: object, path: str = "/api/weather", key: str = "k1") -> httpx.Response:
     return client.post(path, content=json.dumps(body), headers={**JSON, "Idempotency-Key": key})
 
@@ -114,7 +130,7 @@ def _assert_503(response: httpx.Response, code: str) -> None:
     assert code in problem["detail"], problem
 
 
-@pytest.mark.parametrize("refusal", [over_maxmemory, demoted, without_replicas, flushed_while_full])
+@pytest.mark.parametrize("refusal", [over_maxmemory, demoted, without_replicas, flushed_while_full, failing_to_save])
 def test_a_refusing_valkey_gets_503_writes_nothing_and_ready_says_so(
     own_valkey: ValkeyServer, primary: ValkeyServer, refusal: Refusal
 ) -> None:
