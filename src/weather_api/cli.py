@@ -113,7 +113,8 @@ def load_library(settings: Settings) -> None:
 
     from valkey.exceptions import ValkeyError  # noqa: PLC0415
 
-    from weather_api.store import LIBRARY, Store, StoreUnavailable, connect  # noqa: PLC0415
+    from weather_api.connection import connect  # noqa: PLC0415
+    from weather_api.store import LIBRARY, Store, StoreUnavailable  # noqa: PLC0415
 
     if settings.valkey_url is None:
         msg = "load-library needs WEATHER_VALKEY_URL (with a user that may FUNCTION LOAD)"

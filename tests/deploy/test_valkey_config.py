@@ -20,8 +20,9 @@ import valkey
 from tests.deploy.conftest import REPO
 from tests.deploy.loopback import Cluster, Process, wait_for
 from weather_api import store
+from weather_api.connection import connect
 from weather_api.settings import Settings
-from weather_api.store import Store, StoreUnavailable, connect
+from weather_api.store import Store, StoreUnavailable
 
 LUA = sorted((REPO / "src" / "weather_api" / "valkey").glob("*.lua"))
 
