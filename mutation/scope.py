@@ -2,9 +2,8 @@
 
 cosmic-ray mutates whole modules; each listed module also holds code the fast test subset is
 not meant to judge (OpenAPI declarations in routes.py, the sender's lifecycle in store.py, ...).
-Run with
-cosmic-ray's own Python (it imports `cosmic_ray`): `uv tool run --from cosmic-ray==... python
-mutation/scope.py SESSION CONFIG`.
+Run with cosmic-ray's own Python (it imports `cosmic_ray`): `uv tool run --from cosmic-ray==...
+python mutation/scope.py SESSION CONFIG`.
 """
 
 from __future__ import annotations
