@@ -27,9 +27,9 @@ from uvicorn.server import ServerState
 
 from bench.transport import Transport
 from weather_api.app import create_app
+from weather_api.logs import AccessLog
 from weather_api.server import protocol
 from weather_api.settings import Settings
-from weather_api.telemetry import AccessLog
 
 REQUEST = (
     b"POST /api/weather HTTP/1.1\r\nHost: 127.0.0.1:8000\r\nContent-Type: application/json\r\n"

@@ -39,7 +39,7 @@ from weather_api.connection import connect
 from weather_api.model import Report
 from weather_api.settings import Settings
 from weather_api.store import Store
-from weather_api.telemetry import tracer_provider
+from weather_api.tracing import tracer_provider
 
 
 def _cpu(run: Callable[[], object], n: int, repeat: int) -> float:

@@ -323,8 +323,14 @@ def _profile(out: Path, server: Server, load: Load) -> None:
 
 
 PARTS = (
-    ("telemetry (weather_api.telemetry)", ("(weather_api/telemetry.py",)),
-    ("Valkey calls (store, valkey-py, asyncio streams)", ("(weather_api/store.py", "(valkey/", "(asyncio/streams.py")),
+    (
+        "telemetry (weather_api.telemetry, tracing, logs)",
+        ("(weather_api/telemetry.py", "(weather_api/tracing.py", "(weather_api/logs.py"),
+    ),
+    (
+        "Valkey calls (store, connection, valkey-py, asyncio streams)",
+        ("(weather_api/store.py", "(weather_api/connection.py", "(valkey/", "(asyncio/streams.py"),
+    ),
     ("the report path (ingest, model)", ("(weather_api/ingest.py", "(weather_api/model.py")),
     ("Litestar (routing, exception handling)", ("(litestar/",)),
     ("uvicorn (HTTP parsing, ASGI cycle, response writing)", ("(uvicorn/protocols/", "(uvicorn/middleware/")),

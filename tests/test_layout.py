@@ -9,7 +9,7 @@ from pathlib import Path
 import weather_api
 
 PACKAGE = Path(weather_api.__file__).parent
-BOTTOM = {"model", "telemetry", "loop"}
+BOTTOM = {"model", "tracing", "logs", "loop"}
 """Modules that import no other module of the package (the version in `__init__` aside)."""
 
 
@@ -38,10 +38,11 @@ def test_imports_between_modules_form_no_cycle() -> None:
     assert order.index("store") < order.index("app")
 
 
-def test_model_telemetry_and_loop_import_nothing_of_the_package() -> None:
-    """The bottom layer depends on no other module of the service."""
+def test_the_bottom_layer_imports_nothing_of_the_package() -> None:
+    """The bottom layer depends on no other module of the service; telemetry only on tracing and logs."""
     graph = _graph()
     assert {name: graph[name] for name in BOTTOM if graph[name]} == {}
+    assert graph["telemetry"] == {"tracing", "logs"}
 
 
 def test_only_the_command_line_builds_the_app() -> None:

@@ -1,6 +1,6 @@
 """Sampling: about 1 % of requests traced, callers' sampled `traceparent`s followed up to a ceiling.
 
-The in-process tests drive the tracer provider the service builds (`telemetry.tracer_provider`,
+The in-process tests drive the tracer provider the service builds (`tracing.tracer_provider`,
 as `create_app` calls it) with many spans, so the bounds are wide in standard deviations yet
 tight enough to catch a wrong ratio; the others try the same against a real `weather-api serve`.
 """
@@ -19,7 +19,7 @@ from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 from tests.conftest import Api
 from tests.test_cli import _serve_and_fail
 from weather_api.settings import Settings
-from weather_api.telemetry import tracer_provider
+from weather_api.tracing import tracer_provider
 
 RATIO = 0.01
 """The documented default share of requests traced (docs/architecture.md, OTEL row)."""

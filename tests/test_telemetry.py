@@ -22,7 +22,8 @@ from prometheus_client.parser import text_string_to_metric_families as classic_f
 from tests.conftest import Api
 from weather_api.app import create_app
 from weather_api.settings import Settings
-from weather_api.telemetry import Metrics, tracer_provider
+from weather_api.telemetry import Metrics
+from weather_api.tracing import tracer_provider
 
 REPORT = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
 OPENMETRICS = "application/openmetrics-text; version=1.0.0"

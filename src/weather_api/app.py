@@ -22,11 +22,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from weather_api.docs_page import assets_router, swagger_ui_dist
 from weather_api.errors import to_problem
 from weather_api.lifespan import lifespan
+from weather_api.logs import AccessLog
 from weather_api.model import Validator
 from weather_api.openapi import document, openapi_config
 from weather_api.routes import HANDLERS
 from weather_api.settings import Settings
-from weather_api.telemetry import AccessLog, Metrics, RequestTelemetry
+from weather_api.telemetry import Metrics, RequestTelemetry
 
 
 def create_app(
@@ -38,7 +39,7 @@ def create_app(
     """Build the application for these settings (its own metrics registry and tracer)."""
     metrics = metrics or Metrics()
     if tracer_provider is None and settings.telemetry:
-        from weather_api.telemetry import tracer_provider as make_provider  # noqa: PLC0415
+        from weather_api.tracing import tracer_provider as make_provider  # noqa: PLC0415
 
         tracer_provider = make_provider(env or {}, sampled_parents_per_second=settings.sampled_parents_per_second)
     tracer = tracer_provider.get_tracer("weather_api") if settings.telemetry and tracer_provider else trace.NoOpTracer()

@@ -50,8 +50,8 @@ def _hang_up(signum: int, frame: FrameType | None) -> None:
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the API (and, without a Valkey URL, an embedded Valkey) until SIGINT/SIGTERM."""
     from weather_api.app import create_app  # noqa: PLC0415
+    from weather_api.logs import configure_logging  # noqa: PLC0415
     from weather_api.server import run  # noqa: PLC0415
-    from weather_api.telemetry import configure_logging  # noqa: PLC0415
 
     configure_logging(settings.log_level)
     # uvicorn drains in-flight requests on SIGINT and SIGTERM, then raises the signal again for

@@ -19,10 +19,11 @@ from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 
 from weather_api.connection import connect
+from weather_api.logs import AccessLog
 from weather_api.loop import LoopMonitor
 from weather_api.settings import Settings
 from weather_api.store import Store, StoreUnavailable
-from weather_api.telemetry import AccessLog, Metrics
+from weather_api.telemetry import Metrics
 
 log = logging.getLogger("weather_api")
 

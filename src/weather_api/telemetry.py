@@ -1,18 +1,13 @@
-"""Metrics, traces and logs for the service.
+"""Request telemetry: metrics, the server span, the access line (tracing: `tracing`, logs: `logs`).
 
 What comes from the libraries, and what is ours and why:
 
-- Tracing uses the OpenTelemetry SDK (tracer provider, ParentBased(TraceIdRatio) sampler, W3C
-  propagator, OTLP exporter). One piece is ours: `RateLimited`, the SDK sampler interface
-  filled with a token bucket (the Python SDK has none), composed into the SDK's ParentBased
-  for callers' sampled `traceparent`s, so that clients cannot raise the tracing rate (and its
-  cost) above a ceiling; tests/test_sampling.py tries it against a real process.
-  Litestar's OpenTelemetryPlugin (the OpenTelemetry ASGI middleware) is not used: it cost
+- Litestar's OpenTelemetryPlugin (the OpenTelemetry ASGI middleware) is not used: it cost
   about 140 us of CPU per request here, half of what serving a report costs (measured with
   `python bench/overhead.py`, see docs/performance.md), and it names the span from the raw path
-  before routing. `RequestTelemetry` starts the server span,
-  renames it `METHOD /route/{template}` once Litestar has routed the request, and returns
-  `traceparent` on the response.
+  before routing. `RequestTelemetry` starts the server span, renames it
+  `METHOD /route/{template}` once Litestar has routed the request, and returns `traceparent` on
+  the response.
 - Litestar's PrometheusPlugin is not used, for three reasons, each covered by a test in
   tests/test_telemetry.py: it runs after routing, so 404 and 405 are never counted; it labels by
   raw path unless `group_path` is set; and it keeps its metric objects in a class-level dict
@@ -31,22 +26,12 @@ from __future__ import annotations
 
 import logging
 import sys
-import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, BinaryIO
 
-import msgspec
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, ReceiveMessage, Scope, Send
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import Decision, ParentBased, Sampler, SamplingResult, TraceIdRatioBased
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from opentelemetry.util.types import Attributes
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -59,6 +44,8 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 
 from weather_api import __version__
+from weather_api.logs import AccessLog, HttpFields
+from weather_api.tracing import ROOT, extract, traceparent
 
 log = logging.getLogger("weather_api")
 
@@ -69,14 +56,6 @@ VALKEY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.1
 LOOP_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 UNMATCHED = "unmatched"
 """Route label of requests that matched no route: one series, whatever the path."""
-
-DEFAULT_SAMPLE_RATIO = 0.01
-"""1 % of requests without a sampled parent are traced: at the load Locust drives that is still
-dozens of traces a second, and a recorded request costs about ten times an unrecorded one
-(measured side by side: 10 % sampling took ~15 us more CPU per request than 1 %)."""
-
-ACCESS_LOGGER = "weather_api.access"
-"""The `logger` field of access lines."""
 
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH", "QUERY"})
 """Methods named as sent in labels and span names; any other is `OTHER_METHOD`.
@@ -192,69 +171,6 @@ class Metrics:
         return encoder(self.registry), content_type
 
 
-class _Http(msgspec.Struct):
-    """The request, as the access line shows it."""
-
-    method: str
-    route: str
-    path: str
-    status: int
-
-
-class _AccessLine(msgspec.Struct):
-    """The fields of JsonFormatter's lines, then the request's."""
-
-    time: str
-    http: _Http
-    duration_ms: float
-    trace_id: str | None
-    span_id: str | None
-    level: str = "info"
-    logger: str = ACCESS_LOGGER
-    message: str = "request"
-
-
-_ENCODER = msgspec.json.Encoder()
-
-
-class AccessLog:
-    """One JSON line per request, in the format of JsonFormatter, written in bulk.
-
-    Not the logging module: a LogRecord, a formatter and a flushed write per request cost about
-    50 us of the service's ~160 us per report (measured with `task bench` against the same
-    build with the access log off); this encodes with msgspec into a buffer that is written out
-    when it passes 64 KiB, every second (`flush`, from the app's ticker) and at shutdown.
-    """
-
-    LIMIT = 65536
-
-    def __init__(self, stream: BinaryIO | None = None) -> None:
-        self._stream = stream
-        self._buffer = bytearray()
-        self._second = -1
-        self._stamp = ""
-
-    def write(self, http: _Http, duration: float, trace_id: str | None, span_id: str | None) -> None:
-        """Add one line."""
-        now = time.time()
-        if (second := int(now)) != self._second:  # the date and time change once a second
-            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        stamp = f"{self._stamp}.{int(now % 1 * 1000):03d}Z"
-        line = _AccessLine(stamp, http=http, duration_ms=round(duration * 1000, 3), trace_id=trace_id, span_id=span_id)
-        self._buffer += _ENCODER.encode(line)
-        self._buffer += b"\n"
-        if len(self._buffer) >= self.LIMIT:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write out what is buffered."""
-        if self._buffer:
-            stream = self._stream or sys.stderr.buffer
-            stream.write(self._buffer)
-            stream.flush()
-            self._buffer.clear()
-
-
 class RequestTelemetry:
     """ASGI middleware around the whole app: server span, request metrics, access log line."""
 
@@ -291,21 +207,21 @@ class RequestTelemetry:
         start = time.perf_counter()
         sent_method = scope["method"]
         method = sent_method if sent_method in KNOWN_METHODS else OTHER_METHOD
-        parent = _extract(scope["headers"])
+        parent = extract(scope["headers"])
         # Named by method until routing names the route (semantic conventions for HTTP spans).
         # Without a caller's context, a new trace: the empty context says so (and spares the SDK
         # two lookups of the current one, ~0.3 us).
-        span = self._tracer.start_span(_span_name(method, None), parent or _ROOT, trace.SpanKind.SERVER)
+        span = self._tracer.start_span(_span_name(method, None), parent or ROOT, trace.SpanKind.SERVER)
         context = span.get_span_context()
         recording = span.is_recording()
         # The trace context goes back when there is a trace to find (sampled) or the caller
         # sent one; an unsampled trace of our own making names nothing anyone can look up.
         answer_context = context.is_valid and (context.trace_flags.sampled or parent is not None)
-        exchange = _Exchange(receive, send, _traceparent(context).encode() if answer_context else None)
+        exchange = _Exchange(receive, send, traceparent(context).encode() if answer_context else None)
         self._metrics.serving += 1
         # Only a recorded span becomes current: children of an unrecorded one are never
         # recorded either (ParentBased), so they need not find it.
-        token = otel_context.attach(trace.set_span_in_context(span, parent or _ROOT)) if recording else None
+        token = otel_context.attach(trace.set_span_in_context(span, parent or ROOT)) if recording else None
         try:
             await self._app(scope, exchange.receive, exchange.send)
         finally:
@@ -324,7 +240,7 @@ class RequestTelemetry:
             trace_id = f"{context.trace_id:032x}" if sampled else None
             self._histogram(method, route, status).observe(duration, {"trace_id": trace_id} if trace_id else None)
             if self._access_log is not None:
-                http = _Http(_bounded(sent_method), route, path, status)
+                http = HttpFields(_bounded(sent_method), route, path, status)
                 self._access_log.write(http, duration, trace_id, f"{context.span_id:016x}" if sampled else None)
 
 
@@ -391,146 +307,3 @@ def _span_name(method: str, route: str | None) -> str:
 def _bounded(text: str) -> str:
     """At most `MAX_LOGGED_PATH` characters of a path (or method) for a log line or a span."""
     return text if len(text) <= MAX_LOGGED_PATH else text[:MAX_LOGGED_PATH] + "..."
-
-
-_PROPAGATOR = TraceContextTextMapPropagator()
-_ROOT = otel_context.Context()
-_TRACE_HEADERS = (b"traceparent", b"tracestate")
-
-
-def _extract(headers: Iterable[tuple[bytes, bytes]]) -> otel_context.Context | None:
-    """The caller's trace context from a W3C `traceparent` (and `tracestate`) header, if any."""
-    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers if k in _TRACE_HEADERS}
-    return _PROPAGATOR.extract(carrier) if carrier else None
-
-
-def _traceparent(context: trace.SpanContext) -> str:
-    return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
-
-
-class RateLimited(Sampler):
-    """Samples at most `per_second` traces a second, in bursts of at most one second's worth.
-
-    A token bucket. The OpenTelemetry Python SDK has no rate-limiting sampler (Jaeger's remote
-    sampler and Java's contrib have one); this one only decides, and is composed into the SDK's
-    `ParentBased` as the sampler for callers' sampled `traceparent`s, so that what a client
-    sends cannot raise the share of requests traced above the ceiling.
-    """
-
-    def __init__(self, per_second: float) -> None:
-        self._rate = per_second
-        self._capacity = max(per_second, 1.0) if per_second > 0 else 0.0
-        self._tokens = self._capacity
-        self._last = time.monotonic()
-        self._lock = threading.Lock()  # samplers may be called from any thread
-
-    def should_sample(  # noqa: PLR0913, PLR0917 - the SDK's signature
-        self,
-        parent_context: otel_context.Context | None,
-        trace_id: int,  # noqa: ARG002
-        name: str,  # noqa: ARG002
-        kind: trace.SpanKind | None = None,  # noqa: ARG002
-        attributes: Attributes = None,
-        links: Sequence[trace.Link] | None = None,  # noqa: ARG002
-        trace_state: trace.TraceState | None = None,  # noqa: ARG002
-    ) -> SamplingResult:
-        """Sample while the bucket holds a token."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(self._capacity, self._tokens + (now - self._last) * self._rate)
-            self._last = now
-            sample = self._tokens >= 1
-            if sample:
-                self._tokens -= 1
-        parent_state = trace.get_current_span(parent_context).get_span_context().trace_state
-        if sample:
-            return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent_state)
-        return SamplingResult(Decision.DROP, None, parent_state)
-
-    def get_description(self) -> str:
-        """Name and ceiling, as the SDK's samplers describe themselves."""
-        return f"RateLimited{{{self._rate}/s}}"
-
-
-def sampler_from(env: Mapping[str, str], sampled_parents_per_second: float) -> Sampler | None:
-    """Our sampler, unless the standard OTEL_TRACES_SAMPLER variable chooses another kind.
-
-    `parentbased_traceidratio` (the default): a request without a trace context is traced with
-    probability `DEFAULT_SAMPLE_RATIO` (or OTEL_TRACES_SAMPLER_ARG, when OTEL_TRACES_SAMPLER
-    names this sampler); a caller's unsampled `traceparent` is followed, and its sampled
-    `traceparent` too, but for at most `sampled_parents_per_second` traces a second.
-    """
-    kind = env.get("OTEL_TRACES_SAMPLER", "parentbased_traceidratio").strip().lower()
-    if kind != "parentbased_traceidratio":
-        return None  # the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself
-    ratio = DEFAULT_SAMPLE_RATIO
-    if "OTEL_TRACES_SAMPLER" in env and (arg := env.get("OTEL_TRACES_SAMPLER_ARG", "").strip()):
-        try:
-            ratio = float(arg)
-            TraceIdRatioBased(ratio)  # raises outside 0..1
-        except ValueError:
-            log.warning("OTEL_TRACES_SAMPLER_ARG=%r is not a ratio from 0 to 1; using %s", arg, DEFAULT_SAMPLE_RATIO)
-            ratio = DEFAULT_SAMPLE_RATIO
-    return ParentBased(TraceIdRatioBased(ratio), remote_parent_sampled=RateLimited(sampled_parents_per_second))
-
-
-def tracer_provider(
-    env: Mapping[str, str],
-    sampler: Sampler | None = None,
-    *,
-    sampled_parents_per_second: float,
-) -> TracerProvider:
-    """A tracer provider configured by the standard OTEL_* variables; no endpoint, no exporter."""
-    resource = Resource.create({"service.name": env.get("OTEL_SERVICE_NAME", "weather-api")})
-    provider = TracerProvider(resource=resource, sampler=sampler or sampler_from(env, sampled_parents_per_second))
-    endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    if endpoint and env.get("OTEL_TRACES_EXPORTER", "otlp") != "none":
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (  # noqa: PLC0415 - only when exporting
-            OTLPSpanExporter,
-        )
-
-        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-    return provider
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line, with the current trace and span ids when there are any."""
-
-    _SKIP = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
-        "message",
-        "asctime",
-        "color_message",
-    }
-
-    def format(self, record: logging.LogRecord) -> str:
-        """Render the record and any `extra` fields."""
-        line: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        line.update({k: v for k, v in record.__dict__.items() if k not in self._SKIP})
-        if "trace_id" not in line:
-            context = trace.get_current_span().get_span_context()
-            if context.is_valid:
-                line["trace_id"] = f"{context.trace_id:032x}"
-                line["span_id"] = f"{context.span_id:016x}"
-        if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return msgspec.json.encode(line, enc_hook=str).decode()
-
-
-JsonFormatter.converter = time.gmtime
-
-
-def configure_logging(level: str) -> None:
-    """JSON lines on stderr for our loggers and uvicorn's (the access log is `AccessLog`)."""
-    handler = logging.StreamHandler()
-    handler.setFormatter(JsonFormatter())
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.upper())
-    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
-        logging.getLogger(name).handlers.clear()
-        logging.getLogger(name).propagate = True
