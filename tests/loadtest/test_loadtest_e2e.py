@@ -64,8 +64,7 @@ def test_distributed_run_counts_exactly(api: Api, valkey_url: str, tmp_path: Pat
     """A master with two local workers makes exactly the planned requests and merges their ledgers."""
     results = tmp_path / "results"
     run = loadtest(
-        # Every user starts at once (the last `--spawn-rate` wins over run_args' 100/s): at 100/s
-        # the invalid user, spawned last, could find the 300 tickets taken on a busy machine.
+        # Every user starts at once (the last `--spawn-rate` wins over run_args' 100/s).
         *run_args(
             api.url, results, "--requests", "300", "--profile", "mixed", "--workers", "2", "--spawn-rate", "1000"
         ),
@@ -78,8 +77,10 @@ def test_distributed_run_counts_exactly(api: Api, valkey_url: str, tmp_path: Pat
     ledger = json.loads(((results / "latest").resolve() / "ledger.json").read_text())
     assert ledger["requests"] == 300
     assert ledger["accepted_total"] > 0
-    assert "400" in ledger["rejected"]  # the invalid users' share came back as refused
-
+    # Whether the invalid user (spawned last) gets a ticket before the others use all 300 depends
+    # on the machine's load, so its 400s are not asserted here (test_profiles covers them). That
+    # both workers' ledgers were merged is what verify shows: Valkey holds exactly what the
+    # merged ledger accepted, so a worker's acceptances left out would be "duplicated".
     checked = verify(results, valkey_url)
     assert checked.returncode == 0, checked.stdout + checked.stderr
     assert "lost 0, duplicated 0" in checked.stdout
