@@ -10,7 +10,10 @@ Sentinels with its `api` user. (Failover and restarts: test_valkey_ha.py.)
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -176,6 +179,39 @@ def test_the_api_user_is_refused_code_loading_and_configuration_on_a_real_server
             with pytest.raises(valkey.exceptions.NoPermissionError):
                 api.execute_command(*command)  # type: ignore[no-untyped-call]
         assert api.fcall(f"{store.LIBRARY}_version", 0) == store.LIBRARY.encode()
+
+
+def test_a_new_library_version_loads_beside_the_old_one_which_keeps_serving(cluster: Deployed) -> None:
+    """A rolling update: the Job's `load-library` adds this version and leaves the running one in place.
+
+    Old pods keep calling their library's functions (as the `api` user) while the new version is
+    loaded by the admin credential, and both answer afterwards.
+    """
+    old = "weather_000000000000"  # an earlier build's library: another hash of the source
+    with cluster.as_user(cluster.primary, "admin") as admin:
+        admin.function_load(store._TEMPLATE.replace("__LIB__", old), replace=True)  # noqa: SLF001
+        if admin.function_list(store.LIBRARY):
+            admin.function_delete(store.LIBRARY)  # an earlier test loaded it: the Job must, here
+    sentinels = cluster.sentinel.address
+    admin_password = cluster.passwords["VALKEY_ADMIN_PASSWORD"]
+    api_password = cluster.passwords["VALKEY_API_PASSWORD"]
+    url = f"redis+sentinel://admin:{admin_password}@{sentinels}/weather?sentinel_username=api&sentinel_password={api_password}"
+    loaded = subprocess.run(
+        [sys.executable, "-m", "weather_api", "load-library"],
+        env={**os.environ, "WEATHER_VALKEY_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    with cluster.as_user(cluster.primary, "api") as api:
+        assert api.fcall(f"{old}_version", 0) == old.encode()
+        assert api.fcall(f"{store.LIBRARY}_version", 0) == store.LIBRARY.encode()
+    with cluster.as_user(cluster.primary, "admin") as admin:
+        names = {dict(zip(entry[::2], entry[1::2], strict=True))[b"library_name"] for entry in admin.function_list()}
+        assert {old.encode(), store.LIBRARY.encode()} <= names
+        admin.function_delete(old)
 
 
 def test_the_exporter_and_replica_users_read_no_credential_and_no_key(cluster: Deployed) -> None:
