@@ -23,12 +23,15 @@ from tests.support import report, samples, send
 
 
 @pytest.fixture(scope="module")
-def module_api(valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def module_api(valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Api, dict[bytes, bytes]]]:
     """One `weather-api serve` for this module (starting one per test would double its time).
 
     Its buckets never close during a test (tests/test_series.py covers them), so that Valkey
-    changes only when a test writes.
+    changes only when a test writes. Comes with what Valkey holds once the service is ready
+    on an empty Valkey (its municipalities registered, no report): `api` restores that.
     """
+    client = valkey.Valkey(**valkey_server.connection_kwargs)
+    client.flushall()
     port, folder = free_port(), tmp_path_factory.mktemp("aggregates")
     env = {
         **os.environ,
@@ -44,23 +47,29 @@ def module_api(valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFac
     api = Api(f"http://127.0.0.1:{port}", process, log)
     try:
         wait_until(lambda: process.poll() is None and answers_200(api.url + "/ready"), 30, "the module's API")
-        yield api
+        registered = dump(client)
+        assert client.scard("weather:municipalities") == 4, registered
+        yield api, registered
     finally:
+        client.close()
         stop_process(process)
 
 
 @pytest.fixture
-def api(module_api: Api, valkey_server: ValkeyServer) -> Api:
+def api(module_api: tuple[Api, dict[bytes, bytes]], valkey_server: ValkeyServer) -> Api:
     """The module's API on an emptied Valkey (data only: the function library stays loaded).
 
-    The service registers its municipalities again within a second (its periodic `prepare`);
-    waiting for that keeps Valkey still during the test, unless the test writes.
+    Emptied, then given back the municipalities' registration as the service wrote it when it
+    started (restored byte for byte): its periodic `prepare` would write the same within a
+    second, and waiting for that cost most of this module's time.
     """
+    api, registered = module_api
     client = valkey.Valkey(**valkey_server.connection_kwargs)
     client.flushall()
-    wait_until(lambda: client.scard("weather:municipalities") == 4, 5, "the municipalities registered again")
+    for key, value in registered.items():
+        client.restore(key, 0, value, replace=True)
     client.close()
-    return module_api
+    return api
 
 
 @pytest.fixture
