@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Api, dump, wait_until
 from tests.otlp import OtlpReceiver, exporting_to
+from tests.support import samples
 
 REPORT = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -56,6 +57,7 @@ def test_a_client_that_hangs_up_mid_upload_is_recorded_as_499_not_5xx(api: Api, 
     wait_until(lambda: sum(recorded().values()) >= 2, 10, "both abandoned uploads to be recorded")
     assert recorded() == {("POST", "/api/weather", "499"): 1, ("POST", "/api/weather/batch", "499"): 1}
     assert not [k for k in _requests(api) if k[2].startswith("5")]
+    assert not any(samples(api, "weather_reports_rejected_total").values())  # nothing was refused
     assert dump(client) == before
 
 

@@ -44,6 +44,7 @@ def test_a_valkey_that_refuses_writes_gets_503_not_applied(
         assert response.headers["content-type"] == "application/problem+json"
         assert response.headers["retry-after"] == "1"
         assert response.json()["outcome"] == "not_applied"
+        assert response.json()["detail"].endswith("; retry with the same Idempotency-Key"), response.text
     assert refusing.get("weather:count") is None
     errors = {dict(labels)["error"] for labels, value in samples(api, ERRORS).items() if value > 0}
     assert "unavailable" in errors
@@ -51,8 +52,10 @@ def test_a_valkey_that_refuses_writes_gets_503_not_applied(
     rejected = samples(api, "weather_reports_rejected_total")
     assert rejected[(("reason", "unavailable"),)] == 2
     # A read has no outcome to tell: its 503 carries no such field.
-    assert httpx.get(api.url + "/ready").status_code == 503
-    assert "outcome" not in httpx.get(api.url + "/ready").json()
+    ready = httpx.get(api.url + "/ready")
+    assert ready.status_code == 503
+    assert "outcome" not in ready.json()
+    assert ready.json()["detail"].endswith("; retry later"), ready.text
 
 
 def test_a_report_sent_to_a_frozen_valkey_is_503_unknown_and_a_keyed_retry_settles_it(
