@@ -422,3 +422,15 @@ def test_one_report_is_its_municipalitys_mean_minimum_and_maximum(api: Api) -> N
     assert chinautla["count"] == 1
     assert chinautla["temperature"] == {"mean": 21.5, "min": 21.5, "max": 21.5}
     assert chinautla["humidity"] == {"mean": 63.0, "min": 63.0, "max": 63.0}
+
+
+def test_a_json_content_type_with_parameters_or_capitals_is_json(api: Api) -> None:
+    """`application/json; charset=utf-8` and `Application/JSON` are JSON (as Litestar reads them), `text/json` is 415."""
+    for content_type, status in (
+        ("application/json; charset=utf-8", 201),
+        ("Application/JSON", 201),
+        ("text/json", 415),
+    ):
+        response = send(api, report("mixco", 20, 50), **{"Content-Type": content_type})
+        assert response.status_code == status, (content_type, response.text)
+    assert details(api, "mixco")["count"] == 2
