@@ -434,3 +434,14 @@ def test_a_json_content_type_with_parameters_or_capitals_is_json(api: Api) -> No
         response = send(api, report("mixco", 20, 50), **{"Content-Type": content_type})
         assert response.status_code == status, (content_type, response.text)
     assert details(api, "mixco")["count"] == 2
+
+
+def test_every_answer_is_complete_and_the_service_logs_no_error(api: Api) -> None:
+    """201s for a report and a batch end their response (uvicorn logs an error for an unfinished one); nor has any test here made the service log one."""
+    assert send(api, report("mixco", 20, 50)).status_code == 201
+    assert send(api, [report("mixco", 20, 50)], "/api/weather/batch").status_code == 201
+    # The service serves one request at a time on its event loop: by the time it answers this
+    # one, it has logged anything the previous answers made it log (a handler flushes each line).
+    assert httpx.get(api.url + "/health", timeout=10).status_code == 200
+    errors = [line for line in api.output().splitlines() if '"level":"error"' in line]
+    assert errors == []
