@@ -445,3 +445,18 @@ def test_every_answer_is_complete_and_the_service_logs_no_error(api: Api) -> Non
     assert httpx.get(api.url + "/health", timeout=10).status_code == 200
     errors = [line for line in api.output().splitlines() if '"level":"error"' in line]
     assert errors == []
+
+
+def test_the_function_library_is_loaded_once_not_per_report(api: Api, valkey_url: str) -> None:
+    """Reports and reads after start-up never FUNCTION LOAD again (Valkey's own command counts say so)."""
+    client = valkey.Valkey.from_url(valkey_url)
+
+    def loads() -> int:
+        stats: dict[str, dict[str, int]] = client.info("commandstats")
+        return stats.get("cmdstat_function|load", {}).get("calls", 0)
+
+    before = loads()
+    for temperature in (10, 20, 30):
+        assert send(api, report("mixco", temperature, 50)).status_code == 201
+    assert details(api, "mixco")["count"] == 3
+    assert loads() == before
