@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import Api, dump, wait_until
 from tests.otlp import OtlpReceiver, exporting_to
+from tests.support import samples
 
 REPORT = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
 JSON_HEADERS = {"Content-Type": "application/json"}
@@ -44,7 +45,7 @@ def _hang_up_mid_upload(api: Api, path: str) -> None:
 
 
 def test_a_client_that_hangs_up_mid_upload_is_recorded_as_499_not_5xx(api: Api, valkey_url: str) -> None:
-    """Two uploads abandoned halfway: two 499s in the request metrics, no 5xx, nothing written."""
+    """Two uploads abandoned halfway: two 499s in the request metrics, no 5xx, nothing refused or logged as an error, nothing written."""
     client = valkey.Valkey.from_url(valkey_url)
     before = dump(client)
     _hang_up_mid_upload(api, "/api/weather")
@@ -56,6 +57,8 @@ def test_a_client_that_hangs_up_mid_upload_is_recorded_as_499_not_5xx(api: Api, 
     wait_until(lambda: sum(recorded().values()) >= 2, 10, "both abandoned uploads to be recorded")
     assert recorded() == {("POST", "/api/weather", "499"): 1, ("POST", "/api/weather/batch", "499"): 1}
     assert not [k for k in _requests(api) if k[2].startswith("5")]
+    assert not any(samples(api, "weather_reports_rejected_total").values())  # nothing was refused
+    assert '"level":"error"' not in api.output()  # an abandoned upload is the client's doing, not a failure
     assert dump(client) == before
 
 

@@ -3,13 +3,22 @@
 Every expected value below is written out literally (sums, means and counts done by hand for a
 handful of reports), never computed by the code under test: an off-by-one count, a swapped pair
 of fields or a mean divided by the wrong number fails here, in the cheap suite.
+
+With them, the contract's edges that the mutation run (`task mutate`, docs/testing.md) found
+unguarded: names and batches at their limits, the body limit to the byte, the ids' format and
+their replay, a parameter out of range. One service for the module keeps them cheap: every
+mutation session runs this module first.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import socket
 import subprocess
 import sys
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,12 +32,17 @@ from tests.support import report, samples, send
 
 
 @pytest.fixture(scope="module")
-def module_api(valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+def module_api(
+    valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Api, dict[bytes, bytes]]]:
     """One `weather-api serve` for this module (starting one per test would double its time).
 
     Its buckets never close during a test (tests/test_series.py covers them), so that Valkey
-    changes only when a test writes.
+    changes only when a test writes. Comes with what Valkey holds once the service is ready
+    on an empty Valkey (its municipalities registered, no report): `api` restores that.
     """
+    client = valkey.Valkey(**valkey_server.connection_kwargs)
+    client.flushall()
     port, folder = free_port(), tmp_path_factory.mktemp("aggregates")
     env = {
         **os.environ,
@@ -44,23 +58,29 @@ def module_api(valkey_server: ValkeyServer, tmp_path_factory: pytest.TempPathFac
     api = Api(f"http://127.0.0.1:{port}", process, log)
     try:
         wait_until(lambda: process.poll() is None and answers_200(api.url + "/ready"), 30, "the module's API")
-        yield api
+        registered = dump(client)
+        assert client.scard("weather:municipalities") == 4, registered
+        yield api, registered
     finally:
+        client.close()
         stop_process(process)
 
 
 @pytest.fixture
-def api(module_api: Api, valkey_server: ValkeyServer) -> Api:
+def api(module_api: tuple[Api, dict[bytes, bytes]], valkey_server: ValkeyServer) -> Api:
     """The module's API on an emptied Valkey (data only: the function library stays loaded).
 
-    The service registers its municipalities again within a second (its periodic `prepare`);
-    waiting for that keeps Valkey still during the test, unless the test writes.
+    Emptied, then given back the municipalities' registration as the service wrote it when it
+    started (restored byte for byte): its periodic `prepare` would write the same within a
+    second, and waiting for that cost most of this module's time.
     """
+    api, registered = module_api
     client = valkey.Valkey(**valkey_server.connection_kwargs)
     client.flushall()
-    wait_until(lambda: client.scard("weather:municipalities") == 4, 5, "the municipalities registered again")
+    for key, value in registered.items():
+        client.restore(key, 0, value, replace=True)
     client.close()
-    return module_api
+    return api
 
 
 @pytest.fixture
@@ -236,3 +256,207 @@ def test_one_key_on_both_endpoints_with_the_same_report_is_422(api: Api, valkey_
         assert response.headers["content-type"] == "application/problem+json"
         assert "idempotent-replayed" not in response.headers
         assert dump(client) == before
+
+
+# --- names at the length limit ------------------------------------------------------------------
+
+
+def test_a_name_of_64_characters_is_matched_and_one_of_65_is_refused_for_its_length(api: Api) -> None:
+    """64 characters as sent are looked up (`mixco` and 59 accents canonicalise to `mixco`); 65 are too long.
+
+    An unknown name of up to 64 characters is answered with the accepted names (docs/architecture.md's
+    default `WEATHER_MUNICIPALITIES`, in that order); one of 65 as too long, never normalised.
+    """
+    at_the_limit = "mixco" + "\u0301" * 59
+    assert len(at_the_limit) == 64
+    assert send(api, report(at_the_limit, 20, 50)).status_code == 201
+    assert details(api, "mixco")["count"] == 1
+    listed = "unknown municipality; accepted: mixco, guatemala, amatitlan, chinautla"
+    too_long = "unknown municipality: longer than 64 characters"
+    for name, message in (("atlantis", listed), ("x" * 64, listed), (at_the_limit + "\u0301", too_long)):
+        response = send(api, report(name, 20, 50))
+        assert response.status_code == 400, response.text
+        assert response.json()["errors"] == [{"field": "$.municipality", "message": message}], len(name)
+    response = send(api, report("mixco", 20, 50, "sunny" + "\u0301" * 60))
+    assert response.status_code == 400, response.text
+    message = "unknown weather: longer than 64 characters"
+    assert response.json()["errors"] == [{"field": "$.weather", "message": message}]
+    assert details(api, "mixco")["count"] == 1
+
+
+def test_each_name_is_stored_canonically_when_the_other_already_is(api: Api) -> None:
+    """A sent name that differs from its canonical form only in case or accents is stored canonically, whichever field it is.
+
+    Each report has one field as sent and the other already canonical (as the fast path for
+    reports that need no change would see them), with the canonical name sorting before and
+    after the sent one.
+    """
+    for municipality, weather in (("mixcó", "sunny"), ("MIXCO", "sunny"), ("mixco", "Rainy"), ("mixco", "rainý")):
+        assert send(api, report(municipality, 20, 50, weather)).status_code == 201, (municipality, weather)
+    stats = httpx.get(api.url + "/stats", timeout=10).json()
+    assert stats == {"total": 4, "municipalities": {"mixco": 4}}
+    counts = details(api, "mixco")["weather"]["counts"]
+    assert counts == {"sunny": 2, "cloudy": 0, "rainy": 2, "foggy": 0}
+
+
+# --- the batch size -----------------------------------------------------------------------------
+
+
+def test_a_batch_of_500_reports_is_applied_and_one_of_501_is_refused(api: Api, valkey_url: str) -> None:
+    """500 reports is the documented largest batch: applied whole; 501 is 400 and writes nothing."""
+    batch = [report("guatemala", 20, 50) for _ in range(500)]
+    response = send(api, batch, "/api/weather/batch")
+    assert response.status_code == 201, response.text
+    assert response.json()["count"] == 500
+    client = valkey.Valkey.from_url(valkey_url)
+    before = dump(client)
+    response = send(api, [*batch, report("guatemala", 20, 50)], "/api/weather/batch")
+    assert response.status_code == 400, response.text
+    assert response.json()["errors"] == [{"field": "$", "message": "a batch holds 1 to 500 reports, not 501"}]
+    assert dump(client) == before
+    assert details(api, "guatemala")["count"] == 500
+
+
+# --- a query parameter out of range ---------------------------------------------------------------
+
+
+def test_points_out_of_its_range_is_a_400_naming_the_parameter(api: Api) -> None:
+    """`?points=` below 1 or above 360: 400, a problem naming `points` in its errors and its detail."""
+    for points, bound in (("0", ">= 1"), ("361", "<= 360")):
+        response = httpx.get(f"{api.url}/api/municipalities/mixco", params={"points": points}, timeout=10)
+        assert response.status_code == 400, response.text
+        problem = response.json()
+        assert (problem["status"], problem["title"]) == (400, "Invalid parameter")
+        assert [e["field"] for e in problem["errors"]] == ["points"]
+        assert bound in problem["errors"][0]["message"]
+        assert problem["detail"] == f"points: {problem['errors'][0]['message']}"
+
+
+def test_an_unknown_municipality_in_the_path_is_named_up_to_64_characters(api: Api) -> None:
+    """404 naming the municipality as sent: whole up to 64 characters, its first 64 and `...` beyond."""
+    for name, shown in (("atlantis", "atlantis"), ("x" * 64, "x" * 64), ("y" * 65, "y" * 64 + "...")):
+        response = httpx.get(f"{api.url}/api/municipalities/{name}", timeout=10)
+        assert response.status_code == 404, response.text
+        accepted = "accepted: mixco, guatemala, amatitlan, chinautla"
+        assert response.json()["detail"] == f"unknown municipality '{shown}'; {accepted}"
+
+
+# --- ids: UUIDv7 of the time they were made, the same ones on a replay ---------------------------
+
+UUID7 = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
+"""RFC 9562: version 7 in the 13th hex digit, the variant (0b10) in the 17th."""
+
+
+def test_ids_are_uuid7_stamped_with_the_time_they_were_made(api: Api) -> None:
+    """Each id is a version-7, RFC 9562-variant UUID whose 48-bit timestamp is the milliseconds of its POST."""
+    before = time.time_ns() // 1_000_000
+    ids = [send(api, report("mixco", 20, 50)).json()["id"] for _ in range(5)]
+    ids += send(api, [report("mixco", 20, 50)] * 5, "/api/weather/batch").json()["ids"]
+    after = time.time_ns() // 1_000_000
+    assert len(set(ids)) == 10
+    for id_ in ids:
+        assert UUID7.fullmatch(id_), id_
+        assert before - 1000 <= uuid.UUID(id_).int >> 80 <= after + 1000, (id_, before, after)
+
+
+def test_a_keyed_batch_sent_again_gets_the_same_ids_back(api: Api) -> None:
+    """A retried batch (same key, same reports) is answered with the first answer's ids, count and body."""
+    batch = [report("amatitlan", t, 50) for t in (10, 20, 30)]
+    first = send(api, batch, "/api/weather/batch", **{"Idempotency-Key": "batch-1"})
+    assert first.status_code == 201, first.text
+    assert first.json()["count"] == 3
+    again = send(api, batch, "/api/weather/batch", **{"Idempotency-Key": "batch-1"})
+    assert again.status_code == 201, again.text
+    assert again.headers["idempotent-replayed"] == "true"
+    assert again.content == first.content
+    assert details(api, "amatitlan")["count"] == 3
+
+
+# --- the body limit, to the byte ----------------------------------------------------------------
+
+LIMIT = 98_304
+"""`WEATHER_MAX_BODY_BYTES`' default, as docs/architecture.md's settings table has it."""
+
+
+def _padded(size: int) -> bytes:
+    """A valid report padded with trailing spaces to `size` bytes."""
+    body = b'{"municipality": "guatemala", "temperature": 20, "humidity": 50, "weather": "sunny"}'
+    return body + b" " * (size - len(body))
+
+
+def _chunked(api: Api, body: bytes, chunk: int) -> bytes:
+    """POST /api/weather with `Transfer-Encoding: chunked` in chunks of `chunk` bytes; the reply's status line."""
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        head = b"POST /api/weather HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(head + b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+        for i in range(0, len(body), chunk):
+            part = body[i : i + chunk]
+            sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+        sock.sendall(b"0\r\n\r\n")
+        return sock.makefile("rb").readline()
+
+
+def test_a_body_of_exactly_the_limit_is_read_and_one_byte_more_is_413(api: Api) -> None:
+    """96 KiB is accepted, with Content-Length or streamed in chunks; one byte more is 413 either way.
+
+    A Content-Length over the limit is refused before the body is sent.
+    """
+    assert send(api, _padded(LIMIT)).status_code == 201
+    assert send(api, _padded(LIMIT + 1)).status_code == 413
+    assert _chunked(api, _padded(LIMIT), 8192).startswith(b"HTTP/1.1 201")
+    assert _chunked(api, _padded(LIMIT + 1), 8192).startswith(b"HTTP/1.1 413")
+    assert details(api, "guatemala")["count"] == 2
+    # Announced over the limit: refused from Content-Length alone, before any of the body arrives.
+    host, port = api.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        head = b"POST /api/weather HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        sock.sendall(head + b"Content-Length: %d\r\n\r\n" % (LIMIT + 1))
+        assert sock.makefile("rb").readline().startswith(b"HTTP/1.1 413")
+
+
+def test_one_report_is_its_municipalitys_mean_minimum_and_maximum(api: Api) -> None:
+    """After a single report, the details show its values as mean, min and max (not nulls)."""
+    assert send(api, report("chinautla", 21.5, 63)).status_code == 201
+    chinautla = details(api, "chinautla")
+    assert chinautla["count"] == 1
+    assert chinautla["temperature"] == {"mean": 21.5, "min": 21.5, "max": 21.5}
+    assert chinautla["humidity"] == {"mean": 63.0, "min": 63.0, "max": 63.0}
+
+
+def test_a_json_content_type_with_parameters_or_capitals_is_json(api: Api) -> None:
+    """`application/json; charset=utf-8` and `Application/JSON` are JSON (as Litestar reads them), `text/json` is 415."""
+    for content_type, status in (
+        ("application/json; charset=utf-8", 201),
+        ("Application/JSON", 201),
+        ("text/json", 415),
+    ):
+        response = send(api, report("mixco", 20, 50), **{"Content-Type": content_type})
+        assert response.status_code == status, (content_type, response.text)
+    assert details(api, "mixco")["count"] == 2
+
+
+def test_every_answer_is_complete_and_the_service_logs_no_error(api: Api) -> None:
+    """201s for a report and a batch end their response (uvicorn logs an error for an unfinished one); nor has any test here made the service log one."""
+    assert send(api, report("mixco", 20, 50)).status_code == 201
+    assert send(api, [report("mixco", 20, 50)], "/api/weather/batch").status_code == 201
+    # The service serves one request at a time on its event loop: by the time it answers this
+    # one, it has logged anything the previous answers made it log (a handler flushes each line).
+    assert httpx.get(api.url + "/health", timeout=10).status_code == 200
+    errors = [line for line in api.output().splitlines() if '"level":"error"' in line]
+    assert errors == []
+
+
+def test_the_function_library_is_loaded_once_not_per_report(api: Api, valkey_url: str) -> None:
+    """Reports and reads after start-up never FUNCTION LOAD again (Valkey's own command counts say so)."""
+    client = valkey.Valkey.from_url(valkey_url)
+
+    def loads() -> int:
+        stats: dict[str, dict[str, int]] = client.info("commandstats")
+        return stats.get("cmdstat_function|load", {}).get("calls", 0)
+
+    before = loads()
+    for temperature in (10, 20, 30):
+        assert send(api, report("mixco", temperature, 50)).status_code == 201
+    assert details(api, "mixco")["count"] == 3
+    assert loads() == before

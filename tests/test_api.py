@@ -15,6 +15,7 @@ import pytest
 import valkey
 
 from tests.conftest import Api, dump
+from tests.support import samples
 
 REPORT = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
 MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
@@ -96,7 +97,7 @@ def test_most_and_least_common_weather(api: Api) -> None:
 
 
 def test_health_ready_and_schema(api: Api) -> None:
-    """Probes answer, and the OpenAPI document lists both POST endpoints."""
+    """Probes answer; the OpenAPI document lists both POST endpoints (201) and the documented `?points=`."""
     assert httpx.get(api.url + "/health").json() == {"status": "ok"}
     assert httpx.get(api.url + "/ready").json() == {"status": "ready"}
     schema = httpx.get(api.url + "/schema/openapi.json").json()
@@ -108,6 +109,11 @@ def test_health_ready_and_schema(api: Api) -> None:
     assert set(schema["components"]["schemas"]["Report"]["required"]) == set(REPORT)
     assert {"201", "400", "413", "415", "422", "503"} <= set(post_op["responses"])
     assert post_op["parameters"][0]["name"] == "Idempotency-Key"
+    assert "201" in schema["paths"]["/api/weather/batch"]["post"]["responses"]
+    # `?points=`, as docs/architecture.md's endpoint table has it: 1 to 360, default 60.
+    parameters = schema["paths"]["/api/municipalities/{municipality}"]["get"]["parameters"]
+    (points,) = [p["schema"] for p in parameters if p["name"] == "points"]
+    assert (points["minimum"], points["maximum"], points["default"]) == (1, 360, 60)
     assert httpx.get(api.url + "/schema/swagger").status_code == 200
 
 
@@ -203,11 +209,17 @@ def test_hostile_requests_get_their_4xx_and_change_nothing(api: Api, seeded: val
 
 
 def test_wrong_method_and_unknown_path(api: Api) -> None:
-    """405 and 404 come as problem details too."""
-    for response, status in ((httpx.get(api.url + "/api/weather"), 405), (httpx.get(api.url + "/no/such/path"), 404)):
+    """405 and 404 come as problem details too: `about:blank`, titled by the status phrase; no refused report counted."""
+    for response, status, title in (
+        (httpx.get(api.url + "/api/weather"), 405, "Method Not Allowed"),
+        (httpx.post(api.url + "/stats", json=REPORT), 405, "Method Not Allowed"),
+        (httpx.get(api.url + "/no/such/path"), 404, "Not Found"),
+    ):
         assert response.status_code == status
         assert response.headers["content-type"] == "application/problem+json"
-        assert response.json()["status"] == status
+        problem = response.json()
+        assert (problem["status"], problem["type"], problem["title"]) == (status, "about:blank", title)
+    assert not any(samples(api, "weather_reports_rejected_total").values())
 
 
 def test_validation_errors_name_every_bad_field(api: Api) -> None:
