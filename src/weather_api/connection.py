@@ -42,7 +42,7 @@ from weather_api.settings import Settings
 
 
 class Refused(ResponseError):  # noqa: N818
-    """Valkey refused the command before running it, for now: full, read-only, loading, failing over."""
+    """Valkey refused the command before running it, for now: full, read-only, busy, failing over."""
 
 
 class _OutOfMemory(OutOfMemoryError, Refused):  # noqa: N818 - named after its reply code, like the rest

@@ -17,8 +17,9 @@ What comes from valkey-py, and what is ours and why:
   is packed once (`_record_command`), it is sent and read on a pooled connection as
   `execute_command` would (`_packed`), and the library answers one JSON string rather than a
   nested array (valkey-py's parser reads those element by element). valkey-py's socket timeout
-  is off (`weather_api.connection`): `_call`'s deadline already covers every reply. Each saved ~3, ~4 (per request) and
-  ~12 us (per round trip) of CPU: `python -m bench.micro`, docs/performance.md.
+  is off (`weather_api.connection`): `_call`'s deadline already covers every reply. Each saved
+  ~3, ~4 (per request) and ~12 us (per round trip) of CPU: `python -m bench.micro`,
+  docs/performance.md.
 """
 
 from __future__ import annotations
