@@ -328,3 +328,32 @@ def test_a_connection_reset_after_the_fcall_was_sent_is_outcome_unknown(own_valk
 
     failed = asyncio.run(scenario())
     assert isinstance(failed, OutcomeUnknown), failed
+
+
+def test_requests_queued_together_share_fcalls_of_about_a_thousand_reports(valkey_url: str) -> None:
+    """Five batches of 400 queued at once go out as two FCALLs: a call stops taking at 1,000 reports.
+
+    All five are queued before the sender first runs (one event-loop step each), so the
+    grouping is deterministic: 400 + 400 + 400 in the first call (it had fewer than 1,000 when
+    the third came), 400 + 400 in the second. One call for all 2,000 would hold Valkey twice as
+    long; five calls would not be group commit. Counted by Valkey itself (INFO commandstats).
+    """
+    rows = [Report("chinautla", float(i % 50), 50.0, "sunny") for i in range(400)]
+    client = valkey.Valkey.from_url(valkey_url)
+
+    def fcalls() -> int:
+        return int(client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
+
+    async def scenario() -> int:
+        settings = Settings(valkey_url=valkey_url)
+        store = Store(connect(settings), settings)
+        try:
+            await store.load()
+            before = fcalls()
+            await asyncio.gather(*(store.record(rows, [f"{b}-{i}" for i in range(400)], b"x") for b in range(5)))
+            return fcalls() - before
+        finally:
+            await store.close()
+
+    assert asyncio.run(scenario()) == 2
+    assert int(client.get("weather:count")) == 2000
