@@ -17,6 +17,7 @@ from loadtest.exporter import LocustMetrics
 from loadtest.ledger import Ledger
 from loadtest.reports import MUNICIPALITIES, WEATHERS, Report, ReportFactory, invalid_cases
 from loadtest.thresholds import Observed, Thresholds, broken
+from tests.conftest import free_port
 
 
 def test_factory_gives_the_favourite_its_share_and_plausible_values() -> None:
@@ -135,14 +136,19 @@ def test_thresholds_name_what_broke() -> None:
 
 
 def free_ports() -> int:
-    """A port p with p and p + 1 free on loopback (tried a few times)."""
+    """A port p with p and p + 1 free on loopback, below the ephemeral range (tests.conftest.free_port).
+
+    Both are bound to check: a port in the ephemeral range could be taken by the local end of
+    any outgoing connection in between (it was, once, under a busy CI run).
+    """
     for _ in range(20):
+        port = free_port()
         with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = int(sock.getsockname()[1])
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port + 1)) != 0:
-                return port
+            try:
+                sock.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
     pytest.fail("no two adjacent free ports")
 
 
