@@ -188,3 +188,15 @@ def unread_by(server: ValkeyServer) -> int:
         if fields[1].endswith(f":{port}"):
             waiting += int(fields[4].split(":")[1], 16)
     return waiting
+
+
+def load_library(url: str) -> subprocess.CompletedProcess[str]:
+    """Run `weather-api load-library` (what the valkey-library Job runs) against `url`."""
+    return subprocess.run(
+        [sys.executable, "-m", "weather_api", "load-library"],
+        env={**os.environ, "WEATHER_VALKEY_URL": url},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )

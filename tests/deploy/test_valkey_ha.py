@@ -10,9 +10,7 @@ guarantees for the API's writes.
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import httpx
 import pytest
 import valkey
 
-from tests.conftest import Api
+from tests.conftest import Api, load_library
 from tests.deploy.conftest import DEPLOY
 from tests.deploy.loopback import SERVICE, Cluster, Process, wait_for
 
@@ -240,14 +238,7 @@ def test_the_api_finds_the_primary_through_authenticated_sentinels_and_follows_a
     # The library is loaded with the admin credential by the command the valkey-library Job
     # runs in Kubernetes; the API itself is the least-privilege `api` user, which may not.
     admin_url = f"redis+sentinel://admin:{cluster.passwords['VALKEY_ADMIN_PASSWORD']}@{sentinels}/{SERVICE}?{query}"
-    loaded = subprocess.run(
-        [sys.executable, "-m", "weather_api", "load-library"],
-        env={**os.environ, "WEATHER_VALKEY_URL": admin_url},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    loaded = load_library(admin_url)
     assert loaded.returncode == 0, loaded.stderr
     api = start_api(f"redis+sentinel://api:{api_password}@{sentinels}/{SERVICE}?{query}")
     report = {"municipality": "mixco", "temperature": 20.5, "humidity": 70, "weather": "cloudy"}
