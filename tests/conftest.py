@@ -200,3 +200,11 @@ def load_library(url: str) -> subprocess.CompletedProcess[str]:
         timeout=30,
         check=False,
     )
+
+
+def in_flight(api: Api) -> float:
+    """http_server_requests_in_flight as the service's /metrics shows it (the scrape itself included)."""
+    for line in httpx.get(api.url + "/metrics", timeout=10).text.splitlines():
+        if line.startswith("http_server_requests_in_flight "):
+            return float(line.split()[1])
+    return 0.0

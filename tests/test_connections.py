@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import Api, wait_until
+from tests.conftest import Api, in_flight, wait_until
 from weather_api.settings import Settings, SettingsError
 
 REPORT = {"municipality": "chinautla", "temperature": 25, "humidity": 60, "weather": "sunny"}
@@ -99,13 +99,6 @@ def _requests(api: Api) -> dict[tuple[str, str, str], float]:
             key = (labels["method"].strip('"'), labels["route"].strip('"'), labels["status_code"].strip('"'))
             counts[key] = float(line.rsplit(" ", 1)[1])
     return counts
-
-
-def _in_flight(api: Api) -> float:
-    for line in httpx.get(api.url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("http_server_requests_in_flight "):
-            return float(line.split()[1])
-    return 0.0
 
 
 @contextmanager
@@ -263,14 +256,14 @@ UPLOAD_HEAD = b"POST /api/weather HTTP/1.1\r\nHost: x\r\nContent-Type: applicati
 @contextmanager
 def _slow_uploads(api: Api, count: int) -> Iterator[list[socket.socket]]:
     """`count` POSTs whose head is in and whose body has only begun: requests in progress."""
-    before = _in_flight(api)
+    before = in_flight(api)
     with ExitStack() as stack:
         sockets = [stack.enter_context(_connect(api)) for _ in range(count)]
         for sock in sockets:
             sock.sendall(UPLOAD_HEAD + json.dumps(REPORT).encode()[:10])
-        wait_until(lambda: _in_flight(api) >= before + count, 10, f"{count} uploads in progress")
+        wait_until(lambda: in_flight(api) >= before + count, 10, f"{count} uploads in progress")
         yield sockets
-    wait_until(lambda: _in_flight(api) <= before, 10, "the uploads to end")
+    wait_until(lambda: in_flight(api) <= before, 10, "the uploads to end")
 
 
 def test_over_capacity_is_a_counted_problem_with_retry_after(start_api: Callable[..., Api], valkey_url: str) -> None:

