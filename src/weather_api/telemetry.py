@@ -24,7 +24,6 @@ What comes from the libraries, and what is ours and why:
 
 from __future__ import annotations
 
-import logging
 import sys
 import time
 
@@ -46,8 +45,6 @@ from prometheus_client.exposition import choose_encoder
 from weather_api import __version__
 from weather_api.logs import AccessLog, HttpFields
 from weather_api.tracing import ROOT, extract, traceparent
-
-log = logging.getLogger("weather_api")
 
 # Fit for a service whose p99 should be a few milliseconds, with 0.1 s (the latency SLO) as
 # a bucket boundary so the SLO is read off exactly.
