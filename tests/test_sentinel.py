@@ -180,14 +180,15 @@ def test_the_sentinel_pool_waits_for_a_free_connection_like_a_direct_url(
         WEATHER_VALKEY_TIMEOUT="5",
     )
 
-    async def reads() -> list[int]:
-        limits = httpx.Limits(max_connections=40)
-        async with httpx.AsyncClient(base_url=api.url, timeout=10, limits=limits) as client:
-            responses = await asyncio.gather(*(client.get("/stats") for _ in range(40)))
-        return [r.status_code for r in responses]
-
-    statuses = asyncio.run(reads())
+    statuses = asyncio.run(_concurrent_reads(api.url, 40))
     assert statuses == [200] * 40, statuses
+
+
+async def _concurrent_reads(url: str, count: int) -> list[int]:
+    """The statuses of `count` GET /stats sent at once, each on its own HTTP connection."""
+    async with httpx.AsyncClient(base_url=url, timeout=10, limits=httpx.Limits(max_connections=count)) as client:
+        responses = await asyncio.gather(*(client.get("/stats") for _ in range(count)))
+    return [r.status_code for r in responses]
 
 
 def test_a_503_on_a_read_does_not_ask_for_an_idempotency_key(start_api: Callable[..., Api]) -> None:
@@ -200,3 +201,48 @@ def test_a_503_on_a_read_does_not_ask_for_an_idempotency_key(start_api: Callable
     write = httpx.post(f"{api.url}/api/weather", json=REPORT, timeout=5)
     assert write.status_code == 503
     assert "retry with the same Idempotency-Key" in write.json()["detail"]
+
+
+def test_writes_leave_an_old_primary_that_still_accepts_them_within_seconds(
+    start_api: Callable[..., Api], one_sentinel: tuple[Node, Node], tmp_path: Path
+) -> None:
+    """The Sentinel names a new primary while the old one still takes writes: the next go to the new.
+
+    After a real failover the old primary accepts writes until the Sentinels convert it (up to
+    10 s later), and every write it takes then is acknowledged and lost. Here the Sentinel is
+    simply told to monitor another server, so the old one stays writable for good: only the
+    API's own rechecks of the primary can move it. Posts follow each other with no pause, so the sender holds
+    its pooled connection throughout; it must still give it back often enough for the pool to
+    close it and reconnect to the new primary (`Store._packed`, `_BlockingSentinelPool`).
+    """
+    old, sentinel = one_sentinel
+    new = _start(tmp_path, "new", "")
+    try:
+        api = start_api(f"redis+sentinel://127.0.0.1:{sentinel.port}/{SERVICE}")
+        posted: list[str] = []
+
+        def post() -> str:
+            key = f"report-{len(posted)}"
+            response = httpx.post(f"{api.url}/api/weather", json=REPORT, headers={"Idempotency-Key": key}, timeout=5)
+            assert response.status_code == 201, response.text
+            posted.append(key)
+            return key
+
+        before = [post() for _ in range(10)]
+        # Open a few more pooled connections: a new one asks the Sentinel for the primary when
+        # it connects, so with none idle the move would not need the pool's once-a-second recheck.
+        asyncio.run(_concurrent_reads(api.url, 8))
+        assert all(_applied(old.client(), key) for key in before)
+
+        moved = sentinel.client()
+        moved.sentinel_remove(SERVICE)
+        moved.sentinel_monitor(SERVICE, "127.0.0.1", new.port, 1)
+        wait_until(lambda: _applied(new.client(), post()), 5, "a post to reach the new primary")
+
+        on_old = len(old.client().keys("weather:idem:*"))
+        after = [post() for _ in range(20)]
+        assert len(old.client().keys("weather:idem:*")) == on_old, "a write went to the old primary after the move"
+        assert all(_applied(new.client(), key) for key in after)
+    finally:
+        new.process.kill()
+        new.process.wait()
