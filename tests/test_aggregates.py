@@ -460,3 +460,24 @@ def test_the_function_library_is_loaded_once_not_per_report(api: Api, valkey_url
         assert send(api, report("mixco", temperature, 50)).status_code == 201
     assert details(api, "mixco")["count"] == 3
     assert loads() == before
+
+
+def test_each_read_is_one_transaction_so_its_figures_are_one_snapshot(api: Api, valkey_url: str) -> None:
+    """/stats, /averages and a municipality's details each read Valkey in one MULTI/EXEC.
+
+    Their figures come from several keys (a count and the counts per municipality, the means,
+    the records and the series) that one script changes together; read outside a transaction,
+    a report applied between two of the reads would show half-counted. Valkey's own command
+    counts say how each answer was read.
+    """
+    client = valkey.Valkey.from_url(valkey_url)
+    assert send(api, report("mixco", 20, 50)).status_code == 201
+
+    def transactions() -> tuple[int, int]:
+        stats: dict[str, dict[str, int]] = client.info("commandstats")
+        return stats.get("cmdstat_multi", {}).get("calls", 0), stats.get("cmdstat_exec", {}).get("calls", 0)
+
+    for path in ("/stats", "/averages", "/api/municipalities/mixco"):
+        multi, exec_ = transactions()
+        assert httpx.get(f"{api.url}{path}", timeout=10).status_code == 200
+        assert transactions() == (multi + 1, exec_ + 1), path

@@ -119,12 +119,17 @@ def _app(url: str, metrics: Metrics) -> Any:  # noqa: ANN401
 
 
 def _assert_503(response: httpx.Response, code: str) -> None:
+    """A 503 naming `code`; a refused write says it was not applied (a read has no outcome)."""
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "1"
     assert response.headers["content-type"] == "application/problem+json"
     problem = response.json()
     assert problem["status"] == 503
     assert code in problem["detail"], problem
+    if response.request.method == "POST":
+        assert problem["outcome"] == "not_applied", problem
+    else:
+        assert "outcome" not in problem, problem
 
 
 @pytest.mark.parametrize("refusal", [over_maxmemory, demoted, without_replicas, flushed_while_full, failing_to_save])
