@@ -15,7 +15,7 @@
 A second run resumes each unfinished session, as long as the mutated modules and the
 configuration are unchanged (otherwise that session starts over, as `--fresh` does for all);
 `--module NAME` (repeatable, e.g. `store.py`) runs only those sessions. The whole scope is
-about 700 mutants: count on 1.5 to 2 hours on two cores (docs/testing.md has the last run).
+about 700 mutants: count on about 2.5 hours on two cores (docs/testing.md has the last run).
 """
 
 from __future__ import annotations

@@ -30,7 +30,7 @@ from weather_api.connection import connect
 from weather_api.embedded import EMBEDDED_CONFIG
 from weather_api.model import Report
 from weather_api.settings import Settings
-from weather_api.store import OutcomeUnknown, Store, StoreUnavailable
+from weather_api.store import GROUP_SPAN, IdempotencyConflict, Outcome, OutcomeUnknown, Store, StoreUnavailable
 
 MUNICIPALITIES = ("mixco", "guatemala", "amatitlan", "chinautla")
 WEATHERS = ("sunny", "cloudy", "rainy", "foggy")
@@ -356,3 +356,68 @@ def test_requests_queued_together_share_fcalls_of_about_a_thousand_reports(valke
 
     assert asyncio.run(scenario()) == 2
     assert int(client.get("weather:count")) == 2000
+
+
+def test_requests_sharing_an_fcall_each_get_their_own_answer(valkey_url: str) -> None:
+    """Applied, conflicting and replayed in one FCALL: each caller gets its own request's result.
+
+    The three are queued in one event-loop step, so they go out in one call (counted by Valkey);
+    the library answers them in order, and each answer must reach the caller it belongs to.
+    """
+    report = Report("chinautla", 25.0, 60.0, "sunny")
+    other = Report("mixco", 10.0, 40.0, "rainy")
+    client = valkey.Valkey.from_url(valkey_url)
+
+    def fcalls() -> int:
+        return int(client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
+
+    async def scenario() -> tuple[Outcome, list[Outcome | BaseException], int]:
+        async with _loaded_store(valkey_url) as store:
+            first = await store.record([report], ["1"], b"first", ("k0", "body-a"))
+            before = fcalls()
+            answers = await asyncio.gather(
+                store.record([other], ["2"], b"second", ("k1", "body-b")),  # a new key: applied
+                store.record([other], ["3"], b"third", ("k0", "body-b")),  # k0, another body: conflict
+                store.record([report], ["4"], b"fourth", ("k0", "body-a")),  # k0 again: the first's replay
+                return_exceptions=True,
+            )
+            return first, answers, fcalls() - before
+
+    first, (applied, conflict, replayed), calls = asyncio.run(scenario())
+    assert calls == 1
+    assert first == Outcome(replayed=False, replay=None)
+    assert applied == Outcome(replayed=False, replay=None)
+    assert isinstance(conflict, IdempotencyConflict), conflict
+    assert replayed == Outcome(replayed=True, replay=b"first")
+    assert int(client.get("weather:count")) == 2
+
+
+def test_a_request_queued_behind_others_keeps_its_own_deadline(own_valkey: ValkeyServer) -> None:
+    """Valkey frozen: a request queued 0.5 s after another still waits its whole deadline for its 503.
+
+    Requests queued within `GROUP_SPAN` of each other share one deadline (and one timer); one
+    queued later must not join an earlier group and inherit its earlier deadline, which would
+    answer it 503 before its time (docs/architecture.md: each request waits at most the
+    deadline, and at least that less `GROUP_SPAN`). The first request holds the sender on the
+    frozen Valkey, so the other two wait in the queue. Only a lower bound is checked: a busy
+    machine can make a wait longer, never shorter.
+    """
+    timeout = 1.0
+    report = Report("chinautla", 25.0, 60.0, "sunny")
+
+    async def scenario() -> list[float]:
+        async with _loaded_store(own_valkey.connection_url, valkey_timeout=timeout) as store:
+            loop = asyncio.get_running_loop()
+
+            async def wait(after: float, report_id: str) -> float:
+                await asyncio.sleep(after)
+                start = loop.time()
+                with pytest.raises(StoreUnavailable):
+                    await store.record([report], [report_id], b"x")
+                return loop.time() - start
+
+            with frozen(own_valkey):
+                return await asyncio.gather(wait(0, "sent"), wait(0.1, "queued"), wait(0.6, "queued-later"))
+
+    waits = asyncio.run(scenario())
+    assert min(waits) >= timeout - GROUP_SPAN, waits
