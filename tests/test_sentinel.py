@@ -211,9 +211,10 @@ def test_writes_leave_an_old_primary_that_still_accepts_them_within_seconds(
     After a real failover the old primary accepts writes until the Sentinels convert it (up to
     10 s later), and every write it takes then is acknowledged and lost. Here the Sentinel is
     simply told to monitor another server, so the old one stays writable for good: only the
-    API's own rechecks of the primary can move it. Posts follow each other with no pause, so the sender holds
-    its pooled connection throughout; it must still give it back often enough for the pool to
-    close it and reconnect to the new primary (`Store._packed`, `_BlockingSentinelPool`).
+    API's own rechecks of the primary can move it. Posts follow each other with no pause, so
+    the sender holds its pooled connection throughout; it must still give it back often enough
+    for the pool to close it and reconnect to the new primary (`Store._packed`,
+    `_BlockingSentinelPool`).
     """
     old, sentinel = one_sentinel
     new = _start(tmp_path, "new", "")
