@@ -334,15 +334,27 @@ def test_a_connection_reset_after_the_fcall_was_sent_is_outcome_unknown(own_valk
     assert isinstance(failed, OutcomeUnknown), failed
 
 
-def test_requests_queued_together_share_fcalls_of_about_a_thousand_reports(valkey_url: str) -> None:
-    """Five batches of 400 queued at once go out as two FCALLs: a call stops taking at 1,000 reports.
+@pytest.mark.parametrize(
+    ("batches", "calls"),
+    [
+        # 400 + 400 + 400 in the first call (it had fewer than 1,000 when the third came), 400 + 400 in the second.
+        ((400,) * 5, 2),
+        # Exactly 1,000 closes a call: 500 + 500, 500 + 500, 500.
+        ((500,) * 5, 3),
+        # 999 does not: 500 + 499 + 1 in one call.
+        ((500, 499, 1), 1),
+    ],
+)
+def test_requests_queued_together_share_fcalls_of_about_a_thousand_reports(
+    valkey_url: str, batches: tuple[int, ...], calls: int
+) -> None:
+    """Batches queued at once share FCALLs, and a call stops taking at 1,000 reports.
 
-    All five are queued before the sender first runs (one event-loop step each), so the
-    grouping is deterministic: 400 + 400 + 400 in the first call (it had fewer than 1,000 when
-    the third came), 400 + 400 in the second. One call for all 2,000 would hold Valkey twice as
-    long; five calls would not be group commit. Counted by Valkey itself (INFO commandstats).
+    All are queued before the sender first runs (one event-loop step each), so the grouping is
+    deterministic: a call takes requests while it holds fewer than 1,000 reports. One call for
+    everything would hold Valkey longer; one call per request would not be group commit.
+    Counted by Valkey itself (INFO commandstats).
     """
-    rows = [Report("chinautla", float(i % 50), 50.0, "sunny") for i in range(400)]
     client = valkey.Valkey.from_url(valkey_url)
 
     def fcalls() -> int:
@@ -351,11 +363,20 @@ def test_requests_queued_together_share_fcalls_of_about_a_thousand_reports(valke
     async def scenario() -> int:
         async with _loaded_store(valkey_url) as store:
             before = fcalls()
-            await asyncio.gather(*(store.record(rows, [f"{b}-{i}" for i in range(400)], b"x") for b in range(5)))
+            await asyncio.gather(
+                *(
+                    store.record(
+                        [Report("chinautla", float(i % 50), 50.0, "sunny") for i in range(size)],
+                        [f"{b}-{i}" for i in range(size)],
+                        b"x",
+                    )
+                    for b, size in enumerate(batches)
+                )
+            )
             return fcalls() - before
 
-    assert asyncio.run(scenario()) == 2
-    assert int(client.get("weather:count")) == 2000
+    assert asyncio.run(scenario()) == calls
+    assert int(client.get("weather:count")) == sum(batches)
 
 
 def test_requests_sharing_an_fcall_each_get_their_own_answer(valkey_url: str) -> None:
