@@ -170,6 +170,12 @@ def frozen(server: ValkeyServer) -> Iterator[float]:
         os.kill(pid, signal.SIGCONT)
 
 
+def command_calls(client: valkey.Valkey, command: str) -> int:
+    """How many times Valkey has run `command` (INFO commandstats, e.g. `fcall`, `function|load`)."""
+    stats: dict[str, dict[str, int]] = client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+
 def dump(client: valkey.Valkey) -> dict[bytes, bytes]:
     """Every key with its serialized value: equal dumps mean byte-for-byte equal data."""
     return {key: client.dump(key) for key in client.scan_iter(count=1000)}  # type: ignore[misc]

